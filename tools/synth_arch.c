@@ -37,9 +37,13 @@
  *                      freq 256, in/out 16, patch 1x2x2
  *   qwen-image         dim 128, 1 head x 128, mlp 512, 2 layers, joint 256,
  *                      in 64, out 16, patch 2
- * Every tiny 2-D tensor's row length is a multiple of 32 (GGUF block size);
- * most are multiples of 256 (k-quants). The UNet, SD3 and qwen-image tiny rows
- * of 32..128 are not. */
+ * Every tiny 2-D tensor's row length is a multiple of 32 (GGUF block size),
+ * most of 256 (k-quants); the exceptions are FLUX img_in (64 = in_channels),
+ * the T5/UMT5 relative bias (32 heads) and the UNet, SD3 and qwen-image rows
+ * of 32..128. Tiny sizes in f32: FLUX 29 MB and the VAEs 21 MB (the dims
+ * above are what the tests need; FLUX at hidden 256 cannot be smaller), the
+ * UNets 33-34 MB (GroupNorm(32) floors model_channels at 32), the rest under
+ * 10 MB. */
 #include "synth_arch.h"
 
 #include <stdarg.h>
@@ -180,8 +184,10 @@ static void build_flux(builder *b, const flux_cfg *c, bool guidance)
             const char *sd = sides[s];
             linear(b, pf(b, p, "double_blocks.%d.%s_mod.lin", i, sd), 6 * h, h, true);
             linear(b, pf(b, p, "double_blocks.%d.%s_attn.qkv", i, sd), 3 * h, h, true);
-            tensor(b, 1, DIMS(c->head_dim), "double_blocks.%d.%s_attn.norm.query_norm.scale", i, sd);
-            tensor(b, 1, DIMS(c->head_dim), "double_blocks.%d.%s_attn.norm.key_norm.scale", i, sd);
+            tensor(b, 1, DIMS(c->head_dim), "double_blocks.%d.%s_attn.norm.query_norm.scale", i,
+                   sd);
+            tensor(b, 1, DIMS(c->head_dim), "double_blocks.%d.%s_attn.norm.key_norm.scale", i,
+                   sd);
             linear(b, pf(b, p, "double_blocks.%d.%s_attn.proj", i, sd), h, h, true);
             linear(b, pf(b, p, "double_blocks.%d.%s_mlp.0", i, sd), c->mlp, h, true);
             linear(b, pf(b, p, "double_blocks.%d.%s_mlp.2", i, sd), h, c->mlp, true);
@@ -232,8 +238,10 @@ static void build_clip(builder *b, const clip_cfg *c)
     tensor(b, 2, DIMS(c->positions, d), "text_model.embeddings.position_embedding.weight");
     static const char *const projs[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
     for (int i = 0; i < c->layers; i++) {
-        for (int j = 0; j < 4; j++)
-            linear(b, pf(b, p, "text_model.encoder.layers.%d.self_attn.%s", i, projs[j]), d, d, true);
+        for (int j = 0; j < 4; j++) {
+            pf(b, p, "text_model.encoder.layers.%d.self_attn.%s", i, projs[j]);
+            linear(b, p, d, d, true);
+        }
         norm_wb(b, pf(b, p, "text_model.encoder.layers.%d.layer_norm1", i), d);
         linear(b, pf(b, p, "text_model.encoder.layers.%d.mlp.fc1", i), c->ffn, d, true);
         linear(b, pf(b, p, "text_model.encoder.layers.%d.mlp.fc2", i), d, c->ffn, true);
@@ -468,7 +476,8 @@ static void build_unet(builder *b, const unet_cfg *c)
         linear(b, "label_emb.0.2", emb, emb, true);
     }
 
-    /* Channel counts of every input block, consumed in reverse by the skips. */
+    /* Channel counts of every input block, consumed in reverse by the skips;
+     * the configs here need at most 1 + 4 levels x 3 = 13. */
     int64_t skips[32];
     int nskips = 0;
     conv2d(b, "input_blocks.0.0", c->ch, c->in_ch, 3);
@@ -501,9 +510,11 @@ static void build_unet(builder *b, const unet_cfg *c)
         for (int r = 0; r <= c->res_blocks; r++, idx++) {
             unet_resblock(b, pf(b, p, "output_blocks.%d.0", idx), cur + skips[--nskips], out, emb);
             cur = out;
-            int sub = 1;
-            if (c->depth[l])
-                unet_transformer(b, c, pf(b, p, "output_blocks.%d.%d", idx, sub++), cur, c->depth[l]);
+            int sub = 1; /* the upsampler follows the attention, if any */
+            if (c->depth[l]) {
+                pf(b, p, "output_blocks.%d.%d", idx, sub++);
+                unet_transformer(b, c, p, cur, c->depth[l]);
+            }
             if (l != 0 && r == c->res_blocks)
                 conv2d(b, pf(b, p, "output_blocks.%d.%d.conv", idx, sub), cur, cur, 3);
         }
@@ -647,8 +658,10 @@ static void build_qwen(builder *b, const qwen_cfg *c)
     for (int i = 0; i < c->layers; i++) {
         for (int s = 0; s < 2; s++) {
             linear(b, pf(b, p, "transformer_blocks.%d.%s_mod.1", i, sides[s]), 6 * d, d, true);
-            linear(b, pf(b, p, "transformer_blocks.%d.%s_mlp.net.0.proj", i, sides[s]), c->mlp, d, true);
-            linear(b, pf(b, p, "transformer_blocks.%d.%s_mlp.net.2", i, sides[s]), d, c->mlp, true);
+            pf(b, p, "transformer_blocks.%d.%s_mlp.net.0.proj", i, sides[s]);
+            linear(b, p, c->mlp, d, true);
+            pf(b, p, "transformer_blocks.%d.%s_mlp.net.2", i, sides[s]);
+            linear(b, p, d, c->mlp, true);
         }
         for (int j = 0; j < 4; j++)
             norm_w(b, pf(b, p, "transformer_blocks.%d.attn.%s", i, qk_norms[j]), c->head_dim);
@@ -673,27 +686,36 @@ typedef struct arch_entry {
 } arch_entry;
 
 /* One list feeds both the lookup table and synth_arch_names(). */
-#define ARCH_LIST(X)                                                                                    \
-    X("flux-dev", "FLUX.1-dev DiT (19 double + 38 single blocks, hidden 3072, guidance_in)",            \
-      arch_flux_dev)                                                                                    \
-    X("flux-schnell", "FLUX.1-schnell DiT (as flux-dev, without guidance_in)", arch_flux_schnell)      \
-    X("clip-l", "CLIP ViT-L/14 text encoder, HF naming, as clip_l.safetensors (no text_projection)",   \
-      arch_clip_l)                                                                                      \
-    X("t5-xxl", "T5 v1.1 XXL encoder, HF naming, as t5xxl_fp16.safetensors (24 blocks, d_model 4096)", \
-      arch_t5)                                                                                          \
-    X("vae-flux", "FLUX autoencoder as ae.safetensors (ch 128, mult 1,2,4,4, z 16, no quant convs)",   \
-      arch_vae_flux)                                                                                    \
-    X("sd1-unet", "Stable Diffusion 1.x UNet (model_channels 320, context 768)", arch_sd1)             \
-    X("sdxl-unet", "SDXL base UNet (model_channels 320, context 2048, label_emb 2816)", arch_sdxl)     \
-    X("sd3", "SD3 medium MMDiT (24 joint blocks, hidden 1536)", arch_sd3)                              \
-    X("wan", "Wan 2.1 T2V 14B DiT (40 blocks, dim 5120)", arch_wan)                                    \
-    X("qwen-image", "Qwen-Image MMDiT (60 blocks, dim 3072, joint dim 3584)", arch_qwen)               \
-    X("clip-g", "OpenCLIP ViT-bigG/14 text encoder, HF naming, with text_projection", arch_clip_g)     \
-    X("umt5-xxl", "UMT5 XXL encoder (Wan), relative bias in every block, vocab 256384", arch_umt5)     \
-    X("vae-sd", "Stable Diffusion autoencoder (z 4, quant_conv/post_quant_conv)", arch_vae_sd)
+#define ARCH_LIST(X)                                                                               \
+    X("flux-dev", arch_flux_dev,                                                                   \
+      "FLUX.1-dev DiT (19 double + 38 single blocks, hidden 3072, guidance_in)")                   \
+    X("flux-schnell", arch_flux_schnell,                                                           \
+      "FLUX.1-schnell DiT (as flux-dev, without guidance_in)")                                     \
+    X("clip-l", arch_clip_l,                                                                       \
+      "CLIP ViT-L/14 text encoder, HF names, as clip_l.safetensors (no text_projection)")          \
+    X("t5-xxl", arch_t5,                                                                           \
+      "T5 v1.1 XXL encoder, HF names, as t5xxl_fp16.safetensors (24 blocks, d_model 4096)")        \
+    X("vae-flux", arch_vae_flux,                                                                   \
+      "FLUX autoencoder as ae.safetensors (ch 128, mult 1,2,4,4, z 16, no quant convs)")           \
+    X("sd1-unet", arch_sd1,                                                                        \
+      "Stable Diffusion 1.x UNet (model_channels 320, context 768)")                               \
+    X("sdxl-unet", arch_sdxl,                                                                      \
+      "SDXL base UNet (model_channels 320, context 2048, label_emb 2816)")                         \
+    X("sd3", arch_sd3,                                                                             \
+      "SD3 medium MMDiT (24 joint blocks, hidden 1536)")                                           \
+    X("wan", arch_wan,                                                                             \
+      "Wan 2.1 T2V 14B DiT (40 blocks, dim 5120)")                                                 \
+    X("qwen-image", arch_qwen,                                                                     \
+      "Qwen-Image MMDiT (60 blocks, dim 3072, joint dim 3584)")                                    \
+    X("clip-g", arch_clip_g,                                                                       \
+      "OpenCLIP ViT-bigG/14 text encoder, HF names, with text_projection")                         \
+    X("umt5-xxl", arch_umt5,                                                                       \
+      "UMT5 XXL encoder (Wan), relative bias in every block, vocab 256384")                        \
+    X("vae-sd", arch_vae_sd,                                                                       \
+      "Stable Diffusion autoencoder (z 4, quant_conv/post_quant_conv)")
 
-#define ARCH_ENTRY(n, d, f) {n, d, f},
-#define ARCH_NAME(n, d, f) n,
+#define ARCH_ENTRY(n, f, d) {n, d, f},
+#define ARCH_NAME(n, f, d) n,
 
 static const arch_entry arches[] = {ARCH_LIST(ARCH_ENTRY)};
 static const char *const arch_names[] = {ARCH_LIST(ARCH_NAME) NULL};

@@ -75,9 +75,11 @@ bool mgpu_dtype_to_gguf(mgpu_dtype dtype, uint32_t *type_id);
 /* The ggml name of a GGUF type id ("Q8_0", "IQ2_XXS"), or NULL if unknown. */
 const char *mgpu_gguf_type_name(uint32_t type_id);
 
-/* Scalar conversions. f16 and bf16 encode with round-to-nearest-even; fp8
- * encodes round-to-nearest-even and saturates to the largest finite value
- * (NaN stays NaN). */
+/* Scalar conversions. f16 and bf16 encode with round-to-nearest-even (f16
+ * overflows to infinity as IEEE says). fp8 encodes round-to-nearest-even and
+ * saturates finite values to the largest finite one; NaN stays NaN, and
+ * infinity becomes e5m2's infinity or e4m3fn's largest finite value (it has
+ * no infinity). */
 float mgpu_f16_to_f32(uint16_t h);
 uint16_t mgpu_f32_to_f16(float f);
 float mgpu_bf16_to_f32(uint16_t h);

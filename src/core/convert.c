@@ -148,7 +148,9 @@ uint8_t mgpu_f32_to_fp8_e5m2(float f)
     uint32_t a = u & 0x7FFFFFFFu;
     if (a > 0x7F800000u)
         return (uint8_t)(sign | 0x7Fu);
-    if (a >= 0x477FE000u) /* beyond 57344 and its rounding range: saturate */
+    if (a == 0x7F800000u) /* e5m2 has infinities: keep them */
+        return (uint8_t)(sign | 0x7Cu);
+    if (a >= 0x47600000u) /* >= 57344, the largest finite value: saturate */
         return (uint8_t)(sign | 0x7Bu);
     int overflow;
     uint32_t enc = round_to_small_float(a, 2, 15, 30, &overflow);

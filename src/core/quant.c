@@ -69,16 +69,27 @@ static void dec_q4_1(const uint8_t *restrict b, float *restrict y)
     }
 }
 
-/* Q5_0: f16 d, 32-bit qh (bit i is the fifth bit of value i), nibbles as
- * Q4_0; value = (q - 16) * d. */
+/* Bit i of a Q5 qh word is the fifth bit of value i. Testing it against a
+ * table of masks, rather than shifting by i, keeps the loops below
+ * vectorizable on targets without per-lane variable shifts. */
+#define BIT(i) (1u << (i))
+static const uint32_t bit_masks[QK] = {
+    BIT(0),  BIT(1),  BIT(2),  BIT(3),  BIT(4),  BIT(5),  BIT(6),  BIT(7),
+    BIT(8),  BIT(9),  BIT(10), BIT(11), BIT(12), BIT(13), BIT(14), BIT(15),
+    BIT(16), BIT(17), BIT(18), BIT(19), BIT(20), BIT(21), BIT(22), BIT(23),
+    BIT(24), BIT(25), BIT(26), BIT(27), BIT(28), BIT(29), BIT(30), BIT(31),
+};
+#undef BIT
+
+/* Q5_0: f16 d, 32-bit qh, nibbles as Q4_0; value = (q - 16) * d. */
 static void dec_q5_0(const uint8_t *restrict b, float *restrict y)
 {
     const float d = rdf16(b);
     const uint32_t qh = rd32(b + 2);
     const uint8_t *qs = b + 6;
     for (int j = 0; j < QK / 2; j++) {
-        int lo = (qs[j] & 0x0F) | (int)((qh >> j) & 1u) << 4;
-        int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
+        int lo = (qs[j] & 0x0F) | ((qh & bit_masks[j]) ? 16 : 0);
+        int hi = (qs[j] >> 4) | ((qh & bit_masks[j + QK / 2]) ? 16 : 0);
         y[j] = (float)(lo - 16) * d;
         y[j + QK / 2] = (float)(hi - 16) * d;
     }
@@ -92,8 +103,8 @@ static void dec_q5_1(const uint8_t *restrict b, float *restrict y)
     const uint32_t qh = rd32(b + 4);
     const uint8_t *qs = b + 8;
     for (int j = 0; j < QK / 2; j++) {
-        int lo = (qs[j] & 0x0F) | (int)((qh >> j) & 1u) << 4;
-        int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
+        int lo = (qs[j] & 0x0F) | ((qh & bit_masks[j]) ? 16 : 0);
+        int hi = (qs[j] >> 4) | ((qh & bit_masks[j + QK / 2]) ? 16 : 0);
         y[j] = (float)lo * d + m;
         y[j + QK / 2] = (float)hi * d + m;
     }
@@ -238,11 +249,16 @@ static void dec_q6_k(const uint8_t *restrict b, float *restrict y)
 /* IQ4_NL: f16 d, nibbles as Q4_0 indexing the non-uniform levels. */
 static void dec_iq4_nl(const uint8_t *restrict b, float *restrict y)
 {
+    /* the 16 scaled levels once per block, then a lookup per value: the
+     * same products ggml forms, computed fewer times */
     const float d = rdf16(b);
+    float lv[16];
+    for (int i = 0; i < 16; i++)
+        lv[i] = d * (float)iq4nl_levels[i];
     const uint8_t *qs = b + 2;
     for (int j = 0; j < QK / 2; j++) {
-        y[j] = d * (float)iq4nl_levels[qs[j] & 0x0F];
-        y[j + QK / 2] = d * (float)iq4nl_levels[qs[j] >> 4];
+        y[j] = lv[qs[j] & 0x0F];
+        y[j + QK / 2] = lv[qs[j] >> 4];
     }
 }
 
@@ -258,10 +274,13 @@ static void dec_iq4_xs(const uint8_t *restrict b, float *restrict y)
     for (int i = 0; i < 8; i++) {
         int ls = ((sl[i / 2] >> (4 * (i % 2))) & 0x0F) | (int)((sh >> (2 * i)) & 3) << 4;
         const float dl = d * (float)(ls - 32);
+        float lv[16];
+        for (int k = 0; k < 16; k++)
+            lv[k] = dl * (float)iq4nl_levels[k];
         const uint8_t *q = qs + 16 * i;
         for (int j = 0; j < 16; j++) {
-            y[32 * i + j] = dl * (float)iq4nl_levels[q[j] & 0x0F];
-            y[32 * i + 16 + j] = dl * (float)iq4nl_levels[q[j] >> 4];
+            y[32 * i + j] = lv[q[j] & 0x0F];
+            y[32 * i + 16 + j] = lv[q[j] >> 4];
         }
     }
 }

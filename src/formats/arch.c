@@ -95,7 +95,11 @@ mgpu_arch mgpu_arch_detect(const mgpu_arch_probe *p, const char **reason)
             *reason = "UNet input_blocks with label_emb";
             return MGPU_ARCH_SDXL;
         }
+        /* SD1 has 768-wide cross-attention context and conv proj_in; SD2
+         * 1024-wide context and linear proj_in. The projection decides for
+         * models of other widths. */
         t = p->find(p->context, "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
+        const mgpu_tensor_info *proj = p->find(p->context, "input_blocks.1.1.proj_in.weight");
         if (t && t->ndim == 2 && t->shape[1] == 768) {
             *reason = "UNet with 768-wide cross-attention context";
             return MGPU_ARCH_SD1;
@@ -104,18 +108,35 @@ mgpu_arch mgpu_arch_detect(const mgpu_arch_probe *p, const char **reason)
             *reason = "UNet with 1024-wide cross-attention context";
             return MGPU_ARCH_SD2;
         }
+        if (t && proj && proj->ndim == 4) {
+            *reason = "UNet with convolutional proj_in";
+            return MGPU_ARCH_SD1;
+        }
+        if (t && proj && proj->ndim == 2) {
+            *reason = "UNet with linear proj_in";
+            return MGPU_ARCH_SD2;
+        }
         *reason = "a UNet of unrecognised context width";
         return MGPU_ARCH_UNKNOWN;
     }
     t = p->find(p->context, "text_model.encoder.layers.0.self_attn.q_proj.weight");
     if (t && t->ndim == 2) {
-        /* CLIP-L is 768 wide and OpenCLIP bigG 1280; narrower test models are
-         * CLIP-L shaped. */
-        if (t->shape[0] >= 1280) {
+        /* CLIP-L is 768 wide and OpenCLIP bigG 1280. Other widths (test
+         * models) are told apart by bigG's text_projection, which the
+         * CLIP-L files FLUX users have do not carry. */
+        if (t->shape[0] == 1280) {
             *reason = "CLIP text encoder 1280 wide";
             return MGPU_ARCH_CLIP_G;
         }
-        *reason = "CLIP text encoder narrower than 1280";
+        if (t->shape[0] == 768) {
+            *reason = "CLIP text encoder 768 wide";
+            return MGPU_ARCH_CLIP_L;
+        }
+        if (has(p, "text_projection.weight")) {
+            *reason = "CLIP text encoder with text_projection";
+            return MGPU_ARCH_CLIP_G;
+        }
+        *reason = "CLIP text encoder without text_projection";
         return MGPU_ARCH_CLIP_L;
     }
     t = p->find(p->context, "transformer.resblocks.0.attn.in_proj_weight");

@@ -41,7 +41,7 @@ struct mgpu_gguf_writer {
 
 static void put_bytes(byte_buffer *b, const void *p, size_t n)
 {
-    if (b->failed)
+    if (b->failed || n == 0)
         return;
     if (n > b->capacity - b->size) {
         size_t cap = b->capacity ? b->capacity : 256;

@@ -172,10 +172,11 @@ static mgpu_status read_index(mgpu_model *m, const char *path, const char *hint,
     {
         const char *file = json_string_value(shard);
         if (!file || !*file || strchr(file, '/') || strcmp(file, "..") == 0) {
+            s = mgpu_error_set(err, MGPU_ERR_FORMAT,
+                               "%s: weight_map entry '%s' is not a file name in the same folder",
+                               path, name);
             json_decref(root);
-            return mgpu_error_set(err, MGPU_ERR_FORMAT,
-                                  "%s: weight_map entry '%s' is not a file name in the same folder",
-                                  path, name);
+            return s;
         }
         char *shard_path = join_path(m, dir, file);
         if (!shard_path) {

@@ -1,0 +1,27 @@
+/* Writing synthetic checkpoints: real tensor names and shapes from
+ * synth_arch, seeded random values, any dtype mgpu can encode. Shared by the
+ * mgpu-synth tool and the tests. */
+#ifndef MGPU_TOOLS_SYNTH_WRITE_H
+#define MGPU_TOOLS_SYNTH_WRITE_H
+
+#include "mgpu/dtype.h"
+#include "synth_arch.h"
+
+typedef struct synth_options {
+    const char *arch;
+    synth_scale scale;
+    int gguf;         /* write GGUF instead of safetensors */
+    mgpu_dtype dtype; /* requested dtype; see synth_storage_dtype */
+    uint64_t seed;
+    const char *prefix; /* prepended to every name, e.g. "model.diffusion_model." */
+    const char *out;
+    int sparse; /* leave the data as zeros without writing it */
+} synth_options;
+
+/* The dtype a tensor is stored in: block types only where rows hold whole
+ * blocks (else F16), 1-D tensors in F32 for block and fp8 types. */
+mgpu_dtype synth_storage_dtype(const synth_tensor *t, const synth_options *o);
+
+mgpu_status synth_write(const synth_options *o, mgpu_error *err);
+
+#endif
