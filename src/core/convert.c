@@ -1,38 +1,19 @@
 /* Scalar conversions between f32 and the 16- and 8-bit float formats.
  * Written on bit patterns so results do not depend on the compiler's or the
  * processor's own half-precision support. */
-#include <math.h>
 #include <string.h>
 
+#include "core/float_bits.h"
 #include "mgpu/dtype.h"
 
 static uint32_t f32_bits(float f)
 {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+    return mgpu_bits_of_f32(f);
 }
 
 float mgpu_f16_to_f32(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu;
-    uint32_t man = h & 0x3FFu;
-    if (exp == 0x1F) /* inf or NaN; keep the payload */
-        return bits_f32(sign | 0x7F800000u | (man << 13));
-    if (exp == 0) {
-        /* zero or subnormal: man * 2^-24, exact in f32 */
-        float v = (float)man * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+    return mgpu_f16_decode(h);
 }
 
 /* Round-to-nearest-even of an f32 to a float format with `man_bits` mantissa
@@ -95,7 +76,7 @@ uint16_t mgpu_f32_to_f16(float f)
 
 float mgpu_bf16_to_f32(uint16_t h)
 {
-    return bits_f32((uint32_t)h << 16);
+    return mgpu_bf16_decode(h);
 }
 
 uint16_t mgpu_f32_to_bf16(float f)
@@ -109,13 +90,7 @@ uint16_t mgpu_f32_to_bf16(float f)
 
 float mgpu_fp8_e4m3_to_f32(uint8_t v)
 {
-    uint32_t sign = v & 0x80u;
-    uint32_t exp = (v >> 3) & 0xFu;
-    uint32_t man = v & 0x7u;
-    if (exp == 0xF && man == 0x7)
-        return sign ? -NAN : NAN;
-    float r = exp == 0 ? (float)man * 0x1p-9f : ldexpf(1.0f + (float)man / 8.0f, (int)exp - 7);
-    return sign ? -r : r;
+    return mgpu_e4m3_decode(v);
 }
 
 uint8_t mgpu_f32_to_fp8_e4m3(float f)
@@ -138,7 +113,7 @@ uint8_t mgpu_f32_to_fp8_e4m3(float f)
 float mgpu_fp8_e5m2_to_f32(uint8_t v)
 {
     /* e5m2 is the top byte of an f16 */
-    return mgpu_f16_to_f32((uint16_t)(v << 8));
+    return mgpu_f16_decode((uint16_t)(v << 8));
 }
 
 uint8_t mgpu_f32_to_fp8_e5m2(float f)

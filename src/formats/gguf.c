@@ -210,6 +210,8 @@ static mgpu_status read_value(cursor *c, mgpu_gguf_type type, mgpu_gguf_value *v
     }
     if (type == MGPU_GGUF_ARRAY)
         return read_array(c, v, depth);
+    if ((unsigned)type >= MGPU_GGUF_TYPE_COUNT) /* callers check; keeps the index provable */
+        return fail(c, "unknown value type %u", (unsigned)type);
     mgpu_status s = need(c, scalar_bytes[type], mgpu_gguf_type_name_of(type));
     if (s != MGPU_OK)
         return s;
