@@ -253,16 +253,22 @@ static mgpu_status scan_folder(mgpu_model *m, const char *dir, const char *hint,
 
 static mgpu_status open_file(mgpu_model *m, size_t i, const source_file *src, mgpu_error *err)
 {
-    unsigned char magic[4] = {0};
+    unsigned char magic[9] = {0};
     FILE *f = fopen(src->path, "rb");
     if (!f)
         return mgpu_error_set(err, MGPU_ERR_NOT_FOUND, "%s: cannot open", src->path);
-    size_t got = fread(magic, 1, 4, f);
+    size_t got = fread(magic, 1, sizeof magic, f);
     fclose(f);
+    /* Neither GGUF's magic nor a safetensors header ("{" after the length):
+     * say so plainly rather than report a nonsense header length. */
+    if ((got < 4 || memcmp(magic, "GGUF", 4) != 0) && (got < 9 || magic[8] != '{'))
+        return mgpu_error_set(err, MGPU_ERR_FORMAT,
+                              "%s: not a safetensors or GGUF file (no GGUF magic, no JSON header)",
+                              src->path);
     mgpu_model_file *mf = &m->files[i];
     mf->path = src->path;
     mgpu_status s;
-    if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
+    if (got >= 4 && memcmp(magic, "GGUF", 4) == 0) {
         mf->format = MGPU_FORMAT_GGUF;
         s = mgpu_gguf_open(src->path, &m->ggufs[i], err);
         if (s == MGPU_OK) {

@@ -1,0 +1,287 @@
+/* `mgpu inspect` end to end: runs the real binary (path in argv[1]) on
+ * synthetic models and bad files, and checks exit codes, stdout, stderr and
+ * the files it writes (or must not write). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "core/file.h"
+#include "mgpu/model.h"
+#include "mgpu/safetensors.h"
+#include "synth_write.h"
+#include "test_util.h"
+
+static const char *mgpu_binary;
+static char model_path[1024];
+
+typedef struct run_result {
+    int code;
+    char *out;
+    char *err;
+} run_result;
+
+static char *slurp(const char *path)
+{
+    char *text = NULL;
+    uint64_t size;
+    mgpu_error e = {0};
+    if (mgpu_file_read_all(path, 1 << 26, &text, &size, &e) != MGPU_OK)
+        fail_msg("%s", e.message);
+    return text;
+}
+
+/* Runs `mgpu ARGS` with stdout and stderr captured. */
+static run_result run(const char *args)
+{
+    char out[1100], err[1100], cmd[4096];
+    snprintf(out, sizeof out, "%s", test_path("cli.out"));
+    snprintf(err, sizeof err, "%s", test_path("cli.err"));
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", mgpu_binary, args, out, err);
+    int status = system(cmd);
+    run_result r = {.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+    r.out = slurp(out);
+    r.err = slurp(err);
+    remove(out);
+    remove(err);
+    return r;
+}
+
+static void run_free(run_result *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static int line_count(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(model_path, sizeof model_path, "%s", test_path("cli-flux.gguf"));
+    synth_options o = {.arch = "flux-dev", .scale = SYNTH_SCALE_TINY, .gguf = 1,
+                       .dtype = MGPU_DTYPE_Q8_0, .seed = 3, .prefix = "", .out = model_path};
+    mgpu_error err = {0};
+    return synth_write(&o, &err) == MGPU_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    remove(model_path);
+    return 0;
+}
+
+static void test_summary(void **state)
+{
+    (void)state;
+    char args[1200];
+    snprintf(args, sizeof args, "inspect '%s'", model_path);
+    run_result r = run(args);
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.err, "");
+    assert_non_null(strstr(r.out, "flux-dev"));
+    assert_non_null(strstr(r.out, "gguf v3"));
+    assert_non_null(strstr(r.out, "double_blocks: 2"));
+    assert_non_null(strstr(r.out, "single_blocks: 2"));
+    assert_non_null(strstr(r.out, "Q8_0"));
+    assert_non_null(strstr(r.out, "general.architecture = flux-dev"));
+    assert_null(strstr(r.out, "img_in.weight")); /* tensors only with --tensors */
+    run_free(&r);
+    snprintf(args, sizeof args, "inspect --tensors '%s'", model_path);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    const char *line = strstr(r.out, "double_blocks.0.img_attn.qkv.weight");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "[768, 256]"));
+    run_free(&r);
+}
+
+static void test_json(void **state)
+{
+    (void)state;
+    char args[1200];
+    snprintf(args, sizeof args, "inspect --json '%s'", model_path);
+    run_result r = run(args);
+    assert_int_equal(r.code, 0);
+    json_error_t jerr;
+    json_t *root = json_loads(r.out, 0, &jerr);
+    assert_non_null(root);
+    json_t *model = json_array_get(json_object_get(root, "models"), 0);
+    json_t *comp = json_array_get(json_object_get(model, "components"), 0);
+    assert_string_equal(json_string_value(json_object_get(comp, "arch")), "flux-dev");
+    /* every tensor agrees with the library's own view */
+    mgpu_model *m;
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_model_open(model_path, &m, &err), MGPU_OK);
+    json_t *tensors = json_object_get(model, "tensors");
+    assert_int_equal(json_array_size(tensors), mgpu_model_tensor_count(m));
+    for (size_t i = 0; i < json_array_size(tensors); i++) {
+        json_t *t = json_array_get(tensors, i);
+        const mgpu_model_tensor *mt = mgpu_model_find(m, json_string_value(json_object_get(t, "name")));
+        assert_non_null(mt);
+        assert_int_equal(json_integer_value(json_object_get(t, "offset")), mt->info.file_offset);
+        assert_int_equal(json_integer_value(json_object_get(t, "bytes")), mt->info.nbytes);
+        assert_string_equal(json_string_value(json_object_get(t, "dtype")),
+                            mgpu_dtype_name(mt->info.dtype));
+        json_t *shape = json_object_get(t, "shape");
+        assert_int_equal(json_array_size(shape), mt->info.ndim);
+        for (int d = 0; d < mt->info.ndim; d++)
+            assert_int_equal(json_integer_value(json_array_get(shape, (size_t)d)), mt->info.shape[d]);
+    }
+    assert_int_equal(json_array_size(json_object_get(model, "blocks")), 4);
+    mgpu_model_close(m);
+    json_decref(root);
+    run_free(&r);
+}
+
+static void test_dump(void **state)
+{
+    (void)state;
+    const char *name = "double_blocks.1.txt_mlp.2.weight";
+    char out[1100], raw[1100], args[4096];
+    snprintf(out, sizeof out, "%s", test_path("dump.safetensors"));
+    snprintf(raw, sizeof raw, "%s", test_path("dump.f32"));
+    snprintf(args, sizeof args, "inspect '%s' --dump %s -o '%s'", model_path, name, out);
+    run_result r = run(args);
+    assert_int_equal(r.code, 0);
+    run_free(&r);
+    snprintf(args, sizeof args, "inspect '%s' --dump %s -o '%s'", model_path, name, raw);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    run_free(&r);
+
+    mgpu_model *m;
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_model_open(model_path, &m, &err), MGPU_OK);
+    const mgpu_model_tensor *src = mgpu_model_find(m, name);
+    assert_int_equal(src->info.dtype, MGPU_DTYPE_Q8_0);
+    float *want = malloc(src->info.n_elems * sizeof(float));
+    assert_int_equal(mgpu_dequantize(src->info.dtype, src->info.data, want, src->info.n_elems),
+                     MGPU_OK);
+    mgpu_safetensors *st;
+    assert_int_equal(mgpu_safetensors_open(out, &st, &err), MGPU_OK);
+    const mgpu_tensor_info *t = mgpu_safetensors_find(st, name);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, MGPU_DTYPE_F32);
+    assert_int_equal(t->ndim, 2);
+    assert_int_equal(t->shape[0], src->info.shape[0]);
+    assert_int_equal(t->shape[1], src->info.shape[1]);
+    assert_memory_equal(t->data, want, src->info.n_elems * sizeof(float));
+    mgpu_safetensors_close(st);
+    mgpu_mapped_file f;
+    assert_int_equal(mgpu_file_map(raw, &f, &err), MGPU_OK);
+    assert_int_equal(f.size, src->info.n_elems * sizeof(float));
+    assert_memory_equal(f.data, want, (size_t)f.size);
+    mgpu_file_unmap(&f);
+    free(want);
+    mgpu_model_close(m);
+    remove(out);
+    remove(raw);
+}
+
+static void test_bad_inputs(void **state)
+{
+    (void)state;
+    /* a truncated copy of the model */
+    char bad[1100], out[1100], args[4096];
+    snprintf(bad, sizeof bad, "%s", test_path("truncated.gguf"));
+    snprintf(out, sizeof out, "%s", test_path("never.safetensors"));
+    mgpu_mapped_file f;
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_file_map(model_path, &f, &err), MGPU_OK);
+    FILE *fp = fopen(bad, "wb");
+    fwrite(f.data, 1, (size_t)(f.size / 2), fp);
+    fclose(fp);
+    mgpu_file_unmap(&f);
+
+    snprintf(args, sizeof args, "inspect '%s'", bad);
+    run_result r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_string_equal(r.out, "");
+    assert_int_equal(line_count(r.err), 1);
+    assert_true(strncmp(r.err, "mgpu: ", 6) == 0);
+    assert_non_null(strstr(r.err, bad));
+    assert_non_null(strstr(r.err, "past the end"));
+    run_free(&r);
+
+    /* nothing is written when the input is bad or the tensor is missing */
+    snprintf(args, sizeof args, "inspect '%s' --dump img_in.weight -o '%s'", bad, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_false(test_file_exists(out));
+    run_free(&r);
+    snprintf(args, sizeof args, "inspect '%s' --dump no.such.tensor -o '%s'", model_path, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "no tensor named 'no.such.tensor'"));
+    assert_false(test_file_exists(out));
+    run_free(&r);
+
+    /* one good file and one bad: the good one is shown, the run fails */
+    snprintf(args, sizeof args, "inspect '%s' '%s'", model_path, bad);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.out, "flux-dev"));
+    assert_int_equal(line_count(r.err), 1);
+    run_free(&r);
+
+    /* a text file, a folder without models, a missing file */
+    snprintf(args, sizeof args, "inspect '%s'", "/etc/hostname");
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(line_count(r.err), 1);
+    assert_non_null(strstr(r.err, "/etc/hostname"));
+    run_free(&r);
+    r = run("inspect /nonexistent.safetensors");
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "/nonexistent.safetensors"));
+    run_free(&r);
+    remove(bad);
+}
+
+static void test_usage_errors(void **state)
+{
+    (void)state;
+    const char *cases[] = {"", "inspect", "inspect --bogus x", "frobnicate",
+                           "inspect x --dump name", "inspect x -o out"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_result r = run(cases[i]);
+        if (r.code != 2)
+            fail_msg("'mgpu %s' exited %d, want 2", cases[i], r.code);
+        assert_string_equal(r.out, "");
+        assert_true(strncmp(r.err, "mgpu: ", 6) == 0 || strncmp(r.err, "usage:", 6) == 0);
+        run_free(&r);
+    }
+    run_result r = run("version");
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "mgpu "));
+    run_free(&r);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_cli PATH-TO-MGPU\n");
+        return 2;
+    }
+    mgpu_binary = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_summary), cmocka_unit_test(test_json),
+        cmocka_unit_test(test_dump),    cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_usage_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
