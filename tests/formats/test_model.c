@@ -174,6 +174,43 @@ static void test_unknown_and_block_order(void **state)
     remove(path);
 }
 
+static void test_gguf_t5_names_and_scaled_fp8(void **state)
+{
+    (void)state;
+    /* city96 / llama.cpp naming of a T5 encoder */
+    const char *path = test_path("t5names.safetensors");
+    const char *t5[] = {"enc.blk.0.attn_q.weight", "enc.blk.0.attn_k.weight",
+                        "enc.blk.0.attn_rel_b.weight", "enc.blk.1.attn_q.weight",
+                        "enc.blk.1.attn_k.weight", "token_embd.weight"};
+    write_names(path, t5, 6);
+    mgpu_model *m = open_ok(path);
+    assert_int_equal(mgpu_model_component_at(m, 0)->arch, MGPU_ARCH_T5);
+    assert_int_equal(mgpu_model_block_count(m), 2);
+    assert_string_equal(mgpu_model_block_at(m, 1)->name, "enc.blk.1");
+    assert_int_equal(find_module(m, "token_embd")->kind, MGPU_MODULE_EMBEDDING);
+    mgpu_model_close(m);
+    const char *umt5[] = {"enc.blk.0.attn_q.weight", "enc.blk.0.attn_rel_b.weight",
+                          "enc.blk.1.attn_q.weight", "enc.blk.1.attn_rel_b.weight"};
+    write_names(path, umt5, 4);
+    m = open_ok(path);
+    assert_int_equal(mgpu_model_component_at(m, 0)->arch, MGPU_ARCH_UMT5);
+    mgpu_model_close(m);
+    /* scaled fp8: the scales belong to the weight's module */
+    const char *fp8[] = {"blocks.0.ffn.0.weight", "blocks.0.ffn.0.scale_weight",
+                         "blocks.0.ffn.0.scale_input", "blocks.0.ffn.0.bias",
+                         "blocks.1.ffn.0.weight", "blocks.1.ffn.0.bias",
+                         "attn.in_proj_weight", "attn.in_proj_bias", "logit_scale"};
+    write_names(path, fp8, 9);
+    m = open_ok(path);
+    assert_int_equal(find_module(m, "blocks.0.ffn.0")->tensor_count, 4);
+    assert_int_equal(find_module(m, "attn.in_proj")->tensor_count, 2);
+    assert_int_equal(find_module(m, "attn.in_proj")->kind, MGPU_MODULE_LINEAR);
+    assert_int_equal(find_module(m, "logit_scale")->tensor_count, 1);
+    assert_int_equal(mgpu_model_module_count(m), 4);
+    mgpu_model_close(m);
+    remove(path);
+}
+
 static void test_all_in_one(void **state)
 {
     (void)state;
@@ -339,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flux_view),       cmocka_unit_test(test_detection),
         cmocka_unit_test(test_unknown_and_block_order), cmocka_unit_test(test_all_in_one),
+        cmocka_unit_test(test_gguf_t5_names_and_scaled_fp8),
         cmocka_unit_test(test_sharded),         cmocka_unit_test(test_diffusers_folder),
         cmocka_unit_test(test_duplicate_across_files),
     };
