@@ -169,9 +169,9 @@ static void st_build(bytes *b, const char *tmpl, size_t data_bytes, const uint64
 }
 
 static void st_add(builder *bl, const char *name, mgpu_status status, const char *expect,
-                   bytes *b)
+                   const char *expect_memory, bytes *b)
 {
-    add(bl, name, MGPU_FORMAT_SAFETENSORS, status, expect, NULL, b);
+    add(bl, name, MGPU_FORMAT_SAFETENSORS, status, expect, expect_memory, b);
 }
 
 #define ST_META "'__metadata__':{'format':'pt'}"
@@ -190,11 +190,16 @@ typedef struct st_case {
     const char *expect;
     const char *header;
     size_t data_bytes;
+    const char *expect_memory; /* NULL: same as expect */
 } st_case;
+
+/* mgpu_model_open's verdict on a file with neither GGUF magic nor a "{" at
+ * offset 8; the readers themselves say more. */
+#define NEITHER "not a safetensors or GGUF file"
 
 static const st_case st_cases[] = {
     /* valid */
-    {"st_valid", MGPU_OK, NULL, ST_VALID, ST_VALID_DATA},
+    {"st_valid", MGPU_OK, NULL, ST_VALID, ST_VALID_DATA, NULL},
     /* listed out of offset order; a scalar, two empty tensors sharing an
      * offset, and an empty __metadata__ */
     {"st_valid_edge", MGPU_OK, NULL,
@@ -204,128 +209,134 @@ static const st_case st_cases[] = {
      "'empty.b':{'dtype':'BF16','shape':[3,0],'data_offsets':[4,4]},"
      "'empty.a':{'dtype':'F16','shape':[0,3],'data_offsets':[4,4]},"
      "'mask':{'dtype':'BOOL','shape':[3],'data_offsets':[4,7]}}",
-     15},
-    {"st_valid_empty", MGPU_OK, NULL, "{}", 0},
+     15, NULL},
+    {"st_valid_empty", MGPU_OK, NULL, "{}", 0, NULL},
 
     /* the header as JSON */
-    {"st_header_not_json", MGPU_ERR_FORMAT, "invalid JSON", "{this is not json}", 0},
-    {"st_header_not_closed", MGPU_ERR_FORMAT, "invalid JSON", "{" ST_META "," ST_W, 32},
-    {"st_header_not_object", MGPU_ERR_FORMAT, "does not start with a JSON object", "[1,2,3]", 0},
-    {"st_header_string", MGPU_ERR_FORMAT, "does not start with a JSON object", "'abc'", 0},
-    {"st_header_leading_space", MGPU_ERR_FORMAT, "does not start with a JSON object",
-     " " ST_VALID, ST_VALID_DATA},
+    {"st_header_not_json", MGPU_ERR_FORMAT, "invalid JSON", "{this is not json}", 0, NULL},
+    {"st_header_not_closed", MGPU_ERR_FORMAT, "invalid JSON", "{" ST_META "," ST_W, 32, NULL},
+    {"st_header_not_object", MGPU_ERR_FORMAT, NEITHER, "[1,2,3]", 0,
+     "does not start with a JSON object"},
+    {"st_header_string", MGPU_ERR_FORMAT, NEITHER, "'abc'", 0, "does not start with a JSON object"},
+    {"st_header_leading_space", MGPU_ERR_FORMAT, NEITHER, " " ST_VALID, ST_VALID_DATA,
+     "does not start with a JSON object"},
     {"st_header_trailing_garbage", MGPU_ERR_FORMAT, "invalid JSON", ST_VALID " x",
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_duplicate_tensor", MGPU_ERR_FORMAT, "duplicate", "{" ST_W "," ST_W "," ST_B "}",
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_duplicate_metadata", MGPU_ERR_FORMAT, "duplicate",
-     "{" ST_META "," ST_META "," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{" ST_META "," ST_META "," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
     {"st_nul_in_name", MGPU_ERR_FORMAT, "invalid JSON",
      "{'layer\\u0000.weight':{'dtype':'F32','shape':[2,4],'data_offsets':[0,32]}," ST_B "}",
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_bad_utf8_name", MGPU_ERR_FORMAT, "invalid JSON",
      "{'layer\xff.weight':{'dtype':'F32','shape':[2,4],'data_offsets':[0,32]}," ST_B "}",
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
+    /* A name with a newline and a terminal escape (valid JSON): the message
+     * quoting it must stay one line of printable text. */
+    {"st_name_control_chars", MGPU_ERR_FORMAT, "unknown dtype 'F33'",
+     "{" ST_W ",'bias\\n\\u001b[2J':{'dtype':'F33','shape':[2],'data_offsets':[32,36]}}",
+     ST_VALID_DATA, NULL},
 
     /* tensor entries */
     {"st_entry_not_object", MGPU_ERR_FORMAT, "tensor 'layer.bias': entry is not an object",
-     "{" ST_W ",'layer.bias':[32,36]}", ST_VALID_DATA},
+     "{" ST_W ",'layer.bias':[32,36]}", ST_VALID_DATA, NULL},
     {"st_dtype_unknown", MGPU_ERR_FORMAT, "tensor 'layer.bias': unknown dtype 'F33'",
-     ST_WITH_B("'dtype':'F33','shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F33','shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_dtype_block_type", MGPU_ERR_FORMAT, "unknown dtype 'Q8_0'",
-     ST_WITH_B("'dtype':'Q8_0','shape':[32],'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'Q8_0','shape':[32],'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_dtype_lowercase", MGPU_ERR_FORMAT, "unknown dtype 'f16'",
-     ST_WITH_B("'dtype':'f16','shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'f16','shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_dtype_missing", MGPU_ERR_FORMAT, "tensor 'layer.bias': missing string 'dtype'",
-     ST_WITH_B("'shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_dtype_not_string", MGPU_ERR_FORMAT, "missing string 'dtype'",
-     ST_WITH_B("'dtype':16,'shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':16,'shape':[2],'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_shape_missing", MGPU_ERR_FORMAT, "tensor 'layer.bias': missing array 'shape'",
-     ST_WITH_B("'dtype':'F16','data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_shape_not_array", MGPU_ERR_FORMAT, "missing array 'shape'",
-     ST_WITH_B("'dtype':'F16','shape':2,'data_offsets':[32,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':2,'data_offsets':[32,36]"), ST_VALID_DATA, NULL},
     {"st_shape_negative", MGPU_ERR_FORMAT,
      "tensor 'layer.weight': shape entry 0 is not a non-negative integer",
-     ST_WITH_W("'dtype':'F32','shape':[-2,4],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[-2,4],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_shape_float", MGPU_ERR_FORMAT, "shape entry 1 is not a non-negative integer",
-     ST_WITH_W("'dtype':'F32','shape':[2,4.0],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,4.0],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_shape_string", MGPU_ERR_FORMAT, "shape entry 0 is not a non-negative integer",
-     ST_WITH_W("'dtype':'F32','shape':['2',4],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':['2',4],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_shape_null", MGPU_ERR_FORMAT, "shape entry 1 is not a non-negative integer",
-     ST_WITH_W("'dtype':'F32','shape':[2,null],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,null],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_shape_nested", MGPU_ERR_FORMAT, "shape entry 0 is not a non-negative integer",
-     ST_WITH_W("'dtype':'F32','shape':[[2],4],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[[2],4],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_shape_too_many_dims", MGPU_ERR_UNSUPPORTED,
      "tensor 'layer.weight': 9 dimensions, mgpu handles at most 8",
      ST_WITH_W("'dtype':'F32','shape':[1,1,1,1,1,1,1,2,4],'data_offsets':[0,32]"),
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_shape_elements_overflow", MGPU_ERR_FORMAT, "tensor 'layer.weight': shape overflows",
      ST_WITH_W("'dtype':'F32','shape':[4294967296,4294967296,2],'data_offsets':[0,32]"),
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_shape_bytes_overflow", MGPU_ERR_FORMAT, "tensor 'layer.weight': shape overflows",
      ST_WITH_W("'dtype':'F32','shape':[4611686018427387904],'data_offsets':[0,32]"),
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
     {"st_offsets_missing", MGPU_ERR_FORMAT,
      "tensor 'layer.bias': 'data_offsets' is not an array of two integers",
-     ST_WITH_B("'dtype':'F16','shape':[2]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2]"), ST_VALID_DATA, NULL},
     {"st_offsets_not_array", MGPU_ERR_FORMAT, "'data_offsets' is not an array of two integers",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':32"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':32"), ST_VALID_DATA, NULL},
     {"st_offsets_one", MGPU_ERR_FORMAT, "'data_offsets' is not an array of two integers",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32]"), ST_VALID_DATA, NULL},
     {"st_offsets_three", MGPU_ERR_FORMAT, "'data_offsets' is not an array of two integers",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32,36,36]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32,36,36]"), ST_VALID_DATA, NULL},
     {"st_offsets_reversed", MGPU_ERR_FORMAT, "tensor 'layer.weight': data_offsets [32, 0)",
-     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[32,0]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[32,0]"), ST_VALID_DATA, NULL},
     {"st_offsets_out_of_bounds", MGPU_ERR_FORMAT,
      "data_offsets [32, 4000) fall outside the data section of 36 bytes",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32,4000]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[32,4000]"), ST_VALID_DATA, NULL},
     {"st_offsets_negative", MGPU_ERR_FORMAT,
      "tensor 'layer.weight': data_offsets are not non-negative integers",
-     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[-4,28]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[-4,28]"), ST_VALID_DATA, NULL},
     {"st_offsets_float", MGPU_ERR_FORMAT, "data_offsets are not non-negative integers",
-     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[0,32.0]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[0,32.0]"), ST_VALID_DATA, NULL},
     {"st_offsets_string", MGPU_ERR_FORMAT, "data_offsets are not non-negative integers",
-     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':['0','32']"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':['0','32']"), ST_VALID_DATA, NULL},
     {"st_offsets_too_big", MGPU_ERR_FORMAT, "invalid JSON",
      ST_WITH_W("'dtype':'F32','shape':[2,4],'data_offsets':[0,99999999999999999999]"),
-     ST_VALID_DATA},
+     ST_VALID_DATA, NULL},
 
     /* sizes and layout of the data section */
     {"st_size_mismatch", MGPU_ERR_FORMAT,
      "tensor 'layer.weight': shape [2, 3] of F32 needs 24 bytes but data_offsets hold 32",
-     ST_WITH_W("'dtype':'F32','shape':[2,3],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F32','shape':[2,3],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_size_mismatch_dtype", MGPU_ERR_FORMAT, "needs 16 bytes but data_offsets hold 32",
-     ST_WITH_W("'dtype':'F16','shape':[2,4],'data_offsets':[0,32]"), ST_VALID_DATA},
+     ST_WITH_W("'dtype':'F16','shape':[2,4],'data_offsets':[0,32]"), ST_VALID_DATA, NULL},
     {"st_overlap", MGPU_ERR_FORMAT,
      "tensor 'layer.bias': data at offset 30 overlaps the previous tensor 'layer.weight'",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[30,34]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[30,34]"), ST_VALID_DATA, NULL},
     {"st_overlap_same_start", MGPU_ERR_FORMAT, "overlaps the previous tensor",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[0,4]"), ST_VALID_DATA},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[0,4]"), ST_VALID_DATA, NULL},
     {"st_gap", MGPU_ERR_FORMAT, "tensor 'layer.bias': 2 unused bytes before its data at offset 34",
-     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[34,38]"), 38},
+     ST_WITH_B("'dtype':'F16','shape':[2],'data_offsets':[34,38]"), 38, NULL},
     {"st_gap_at_start", MGPU_ERR_FORMAT,
      "tensor 'layer.weight': 4 unused bytes before its data at offset 4",
      "{" ST_META ",'layer.weight':{'dtype':'F32','shape':[2,4],'data_offsets':[4,36]},"
      "'layer.bias':{'dtype':'F16','shape':[2],'data_offsets':[36,40]}}",
-     40},
+     40, NULL},
     {"st_trailing_bytes", MGPU_ERR_FORMAT, "data section holds 48 bytes but its tensors use 36",
-     ST_VALID, 48},
+     ST_VALID, 48, NULL},
     {"st_truncated_data", MGPU_ERR_FORMAT, "fall outside the data section of 30 bytes", ST_VALID,
-     30},
+     30, NULL},
     {"st_only_metadata_with_data", MGPU_ERR_FORMAT,
-     "data section holds 4 bytes but its tensors use 0", "{" ST_META "}", 4},
+     "data section holds 4 bytes but its tensors use 0", "{" ST_META "}", 4, NULL},
 
     /* __metadata__ */
     {"st_metadata_not_object", MGPU_ERR_FORMAT, "__metadata__ is not an object",
-     "{'__metadata__':'pt'," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{'__metadata__':'pt'," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
     {"st_metadata_array", MGPU_ERR_FORMAT, "__metadata__ is not an object",
-     "{'__metadata__':['pt']," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{'__metadata__':['pt']," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
     {"st_metadata_number_value", MGPU_ERR_FORMAT, "__metadata__ key 'epoch' is not a string",
-     "{'__metadata__':{'format':'pt','epoch':3}," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{'__metadata__':{'format':'pt','epoch':3}," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
     {"st_metadata_object_value", MGPU_ERR_FORMAT, "__metadata__ key 'nested' is not a string",
-     "{'__metadata__':{'nested':{'a':'b'}}," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{'__metadata__':{'nested':{'a':'b'}}," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
     {"st_metadata_null_value", MGPU_ERR_FORMAT, "__metadata__ key 'x' is not a string",
-     "{'__metadata__':{'x':null}," ST_W "," ST_B "}", ST_VALID_DATA},
+     "{'__metadata__':{'x':null}," ST_W "," ST_B "}", ST_VALID_DATA, NULL},
 };
 
 static void st_cases_build(builder *bl)
@@ -334,50 +345,52 @@ static void st_cases_build(builder *bl)
         const st_case *c = &st_cases[i];
         bytes b = {0};
         st_build(&b, c->header, c->data_bytes, NULL);
-        st_add(bl, c->name, c->status, c->expect, &b);
+        st_add(bl, c->name, c->status, c->expect, c->expect_memory, &b);
     }
 
     /* Cases that need more than a header text. */
     bytes b = {0};
-    st_add(bl, "st_empty", MGPU_ERR_FORMAT, "0 bytes is too short", &b);
+    st_add(bl, "st_empty", MGPU_ERR_FORMAT, NEITHER, "0 bytes is too short", &b);
 
     b = (bytes){0};
     put_u64(&b, 2);
     b.n = 7; /* the length field itself is cut */
-    st_add(bl, "st_too_short", MGPU_ERR_FORMAT, "7 bytes is too short", &b);
+    st_add(bl, "st_too_short", MGPU_ERR_FORMAT, NEITHER, "7 bytes is too short", &b);
 
     uint64_t length = 4096;
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, &length);
     st_add(bl, "st_header_length_beyond_file", MGPU_ERR_FORMAT,
-           "header length 4096 exceeds the file size", &b);
+           "header length 4096 exceeds the file size", NULL, &b);
 
     length = UINT64_MAX;
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, &length);
     st_add(bl, "st_header_length_huge", MGPU_ERR_FORMAT,
-           "header length 18446744073709551615 exceeds the file size", &b);
+           "header length 18446744073709551615 exceeds the file size", NULL, &b);
 
     length = 0;
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, &length);
-    st_add(bl, "st_header_length_zero", MGPU_ERR_FORMAT, "does not start with a JSON object", &b);
+    st_add(bl, "st_header_length_zero", MGPU_ERR_FORMAT, "does not start with a JSON object", NULL,
+           &b);
 
     length = 1;
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, &length);
-    st_add(bl, "st_header_length_one", MGPU_ERR_FORMAT, "does not start with a JSON object", &b);
+    st_add(bl, "st_header_length_one", MGPU_ERR_FORMAT, "does not start with a JSON object", NULL,
+           &b);
 
     /* The length stops one byte short of the closing brace. */
     length = strlen(ST_VALID) - 1;
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, &length);
-    st_add(bl, "st_header_length_cuts_json", MGPU_ERR_FORMAT, "invalid JSON", &b);
+    st_add(bl, "st_header_length_cuts_json", MGPU_ERR_FORMAT, "invalid JSON", NULL, &b);
 
     b = (bytes){0};
     st_build(&b, ST_VALID, ST_VALID_DATA, NULL);
     b.n = 8 + 20;
-    st_add(bl, "st_truncated_header", MGPU_ERR_FORMAT, "exceeds the file size", &b);
+    st_add(bl, "st_truncated_header", MGPU_ERR_FORMAT, "exceeds the file size", NULL, &b);
 
     /* NULs instead of spaces as header padding. */
     b = (bytes){0};
@@ -389,7 +402,7 @@ static void st_cases_build(builder *bl)
         put_fill(&b, 0, 5);
         put_pattern(&b, ST_VALID_DATA);
     }
-    st_add(bl, "st_header_nul_padding", MGPU_ERR_FORMAT, "invalid JSON", &b);
+    st_add(bl, "st_header_nul_padding", MGPU_ERR_FORMAT, "invalid JSON", NULL, &b);
 
     /* Deep JSON nesting must be refused, not recursed into. */
     enum { DEPTH = 100000 };
@@ -404,7 +417,7 @@ static void st_cases_build(builder *bl)
         st_build(&b, deep, 0, NULL);
         free(deep);
     }
-    st_add(bl, "st_deep_nesting", MGPU_ERR_FORMAT, "invalid JSON", &b);
+    st_add(bl, "st_deep_nesting", MGPU_ERR_FORMAT, "invalid JSON", NULL, &b);
 }
 
 /* ---- GGUF ---------------------------------------------------------------- */
@@ -697,7 +710,8 @@ static void gguf_add(builder *bl, const char *name, mgpu_status status, const ch
 
 /* The standard file with the statements after EXPECT applied to its parts,
  * which they see as `g`. */
-#define GGUF_CASE(NAME, STATUS, EXPECT, ...) GGUF_CASE_MEMORY(NAME, STATUS, EXPECT, NULL, __VA_ARGS__)
+#define GGUF_CASE(NAME, STATUS, EXPECT, ...)                                                      \
+    GGUF_CASE_MEMORY(NAME, STATUS, EXPECT, NULL, __VA_ARGS__)
 #define GGUF_CASE_MEMORY(NAME, STATUS, EXPECT, EXPECT_MEMORY, ...)                                \
     do {                                                                                          \
         gguf_parts g;                                                                             \
@@ -741,11 +755,10 @@ static void gguf_cases_build(builder *bl)
               g.t[2] = (tensor_spec){"tail", 0, 1, {3}, GGML_I8, 32}; g.data_bytes = 35);
 
     /* magic and version */
-    /* mgpu_model_open sees no GGUF magic and tries safetensors */
-    GGUF_CASE_MEMORY("gguf_bad_magic", MGPU_ERR_FORMAT, "exceeds the file size",
-                     "no 'GGUF' magic", memcpy(g.magic, "GGUX", 4));
-    GGUF_CASE_MEMORY("gguf_magic_lowercase", MGPU_ERR_FORMAT, "exceeds the file size",
-                     "no 'GGUF' magic", memcpy(g.magic, "gguf", 4));
+    GGUF_CASE_MEMORY("gguf_bad_magic", MGPU_ERR_FORMAT, NEITHER, "no 'GGUF' magic",
+                     memcpy(g.magic, "GGUX", 4));
+    GGUF_CASE_MEMORY("gguf_magic_lowercase", MGPU_ERR_FORMAT, NEITHER, "no 'GGUF' magic",
+                     memcpy(g.magic, "gguf", 4));
     GGUF_CASE("gguf_version_0", MGPU_ERR_UNSUPPORTED, "GGUF version 0 is not supported",
               g.version = 0);
     GGUF_CASE("gguf_version_1", MGPU_ERR_UNSUPPORTED, "GGUF version 1 is not supported",
@@ -765,10 +778,10 @@ static void gguf_cases_build(builder *bl)
         gguf_assemble(&m, &tmp);
         bytes_free(&tmp);
     }
-    gguf_cut(bl, "gguf_trunc_magic", "3 bytes is too short", "no 'GGUF' magic", 3);
+    gguf_cut(bl, "gguf_trunc_magic", NEITHER, "no 'GGUF' magic", 3);
     gguf_cut(bl, "gguf_trunc_version", "version needs 4 bytes", NULL, 6);
-    gguf_cut(bl, "gguf_trunc_tensor_count", "tensor count needs 8 bytes", NULL, 16);
-    gguf_cut(bl, "gguf_trunc_kv_count", "key-value count needs 8 bytes", NULL, 28);
+    gguf_cut(bl, "gguf_trunc_tensor_count", "tensor count needs 8 bytes", NULL, 12);
+    gguf_cut(bl, "gguf_trunc_kv_count", "key-value count needs 8 bytes", NULL, 20);
     gguf_cut(bl, "gguf_trunc_kv_key_length", "key needs 8 bytes", NULL, m.kv_at[KV_NAME] + 4);
     format_into(expect, sizeof expect, "key length %zu exceeds the 3 bytes left",
                 strlen(kv_keys[KV_NAME]));
@@ -876,6 +889,12 @@ static void gguf_cases_build(builder *bl)
     GGUF_CASE("gguf_bool_array_2", MGPU_ERR_FORMAT,
               "key 'test.bools': bool array element 1 has value 2",
               g.kv[KV_BOOLS].p[g.kv[KV_BOOLS].n - 2] = 2);
+    /* a key with a newline and a terminal escape, quoted in the message */
+    GGUF_CASE("gguf_key_control_chars", MGPU_ERR_FORMAT, "bool value 2 is neither 0 nor 1",
+              kv_head(&g.kv[KV_FLAG], "test.\n\x1b[2J", MGPU_GGUF_BOOL);
+              put_u8(&g.kv[KV_FLAG], 2));
+    GGUF_CASE("gguf_tensor_name_control_chars", MGPU_ERR_FORMAT, "unknown GGUF type id 99",
+              g.t[T_BIAS].name = "bias\r\x1b]0;title\x07"; g.t[T_BIAS].type = 99);
     GGUF_CASE("gguf_duplicate_key", MGPU_ERR_FORMAT,
               "key 'general.architecture' appears more than once",
               kv_string(&g.kv[KV_NAME], "general.architecture", "tiny"));
@@ -935,9 +954,11 @@ static void gguf_cases_build(builder *bl)
               g.t[T_SCALE].offset = 160);
 
     /* general.alignment */
-    GGUF_CASE("gguf_alignment_0", MGPU_ERR_FORMAT, "general.alignment must be a uint32 power of two",
+    GGUF_CASE("gguf_alignment_0", MGPU_ERR_FORMAT,
+              "general.alignment must be a uint32 power of two",
               kv_u32(&g.kv[KV_ALIGN], kv_keys[KV_ALIGN], 0));
-    GGUF_CASE("gguf_alignment_3", MGPU_ERR_FORMAT, "general.alignment must be a uint32 power of two",
+    GGUF_CASE("gguf_alignment_3", MGPU_ERR_FORMAT,
+              "general.alignment must be a uint32 power of two",
               kv_u32(&g.kv[KV_ALIGN], kv_keys[KV_ALIGN], 3));
     GGUF_CASE("gguf_alignment_48", MGPU_ERR_FORMAT,
               "general.alignment must be a uint32 power of two",
@@ -1023,4 +1044,227 @@ int badfiles_write(const badfile_set *set, const char *dir, int format, int mani
         rc = -1;
     }
     return rc;
+}
+
+/* ---- handle checks ------------------------------------------------------- */
+
+static char check_message[320];
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static const char *problem(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(check_message, sizeof check_message, fmt, ap);
+    va_end(ap);
+    return check_message;
+}
+
+/* Reads every byte so a view past the image would trip a sanitizer. */
+static unsigned touch(const void *p, uint64_t n)
+{
+    const volatile uint8_t *b = p;
+    unsigned sum = 0;
+    for (uint64_t i = 0; i < n; i++)
+        sum += b[i];
+    return sum;
+}
+
+/* Checks one tensor info against the image; shared by both formats. */
+static const char *check_tensor(const mgpu_tensor_info *t, size_t index, const uint8_t *base,
+                                uint64_t size, int max_dims)
+{
+    if (!t)
+        return problem("tensor %zu: NULL info", index);
+    if (!t->name)
+        return problem("tensor %zu: NULL name", index);
+    (void)strlen(t->name);
+    const mgpu_dtype_info *info = mgpu_dtype_get_info(t->dtype);
+    if (!info)
+        return problem("tensor '%s': invalid dtype %d", t->name, (int)t->dtype);
+    if (t->ndim < 0 || t->ndim > max_dims)
+        return problem("tensor '%s': ndim %d", t->name, t->ndim);
+    uint64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] != 0 && n > UINT64_MAX / t->shape[d])
+            return problem("tensor '%s': shape overflows yet was accepted", t->name);
+        n *= t->shape[d];
+    }
+    uint64_t bytes;
+    if (n != t->n_elems)
+        return problem("tensor '%s': n_elems %llu, shape says %llu", t->name,
+                       (unsigned long long)t->n_elems, (unsigned long long)n);
+    if (!mgpu_dtype_bytes_for(t->dtype, n, &bytes) || bytes != t->nbytes)
+        return problem("tensor '%s': nbytes %llu does not match %llu %s elements", t->name,
+                       (unsigned long long)t->nbytes, (unsigned long long)n, info->name);
+    if (t->file_offset > size || t->nbytes > size - t->file_offset)
+        return problem("tensor '%s': bytes [%llu, +%llu) outside the %llu-byte file", t->name,
+                       (unsigned long long)t->file_offset, (unsigned long long)t->nbytes,
+                       (unsigned long long)size);
+    if (t->data != base + t->file_offset)
+        return problem("tensor '%s': data pointer is not file start + file_offset", t->name);
+    (void)touch(t->data, t->nbytes);
+    /* Decode it: a block decoder reading past nbytes would trip ASan. */
+    if (t->n_elems > 0 && t->n_elems <= (1u << 20)) {
+        float *out = malloc((size_t)t->n_elems * sizeof *out);
+        if (out) {
+            mgpu_status s = mgpu_dequantize(t->dtype, t->data, out, t->n_elems);
+            free(out);
+            if (s != MGPU_OK)
+                return problem("tensor '%s': mgpu_dequantize failed (%s)", t->name,
+                               mgpu_status_name(s));
+        }
+    }
+    return NULL;
+}
+
+const char *badfiles_check_safetensors(const mgpu_safetensors *st, const void *data,
+                                       uint64_t size)
+{
+    const uint8_t *base = data;
+    uint64_t header = mgpu_safetensors_header_bytes(st);
+    if (mgpu_safetensors_file_bytes(st) != size)
+        return problem("file_bytes %llu for a %llu-byte image",
+                       (unsigned long long)mgpu_safetensors_file_bytes(st),
+                       (unsigned long long)size);
+    if (size < 8 || header > size - 8)
+        return problem("header_bytes %llu in a %llu-byte file", (unsigned long long)header,
+                       (unsigned long long)size);
+    size_t count = mgpu_safetensors_tensor_count(st);
+    uint64_t expected = 8 + header;
+    for (size_t i = 0; i < count; i++) {
+        const mgpu_tensor_info *t = mgpu_safetensors_tensor(st, i);
+        const char *p = check_tensor(t, i, base, size, MGPU_MAX_DIMS);
+        if (p)
+            return p;
+        if (t->dtype == MGPU_DTYPE_INVALID || mgpu_dtype_get_info(t->dtype)->quantized)
+            return problem("tensor '%s': block dtype in safetensors", t->name);
+        /* data-offset order, tiling the data section */
+        if (t->file_offset != expected)
+            return problem("tensor '%s': at %llu, expected %llu (gap or overlap accepted)",
+                           t->name, (unsigned long long)t->file_offset,
+                           (unsigned long long)expected);
+        expected += t->nbytes;
+        const mgpu_tensor_info *found = mgpu_safetensors_find(st, t->name);
+        if (found != t)
+            return problem("find('%s') does not return tensor %zu", t->name, i);
+    }
+    if (expected != size)
+        return problem("tensors end at %llu in a %llu-byte file", (unsigned long long)expected,
+                       (unsigned long long)size);
+    if (mgpu_safetensors_tensor(st, count) != NULL)
+        return problem("tensor(count) is not NULL");
+    size_t meta = mgpu_safetensors_metadata_count(st);
+    for (size_t i = 0; i <= meta; i++) {
+        const char *key = "x", *value = "x";
+        mgpu_safetensors_metadata(st, i, &key, &value);
+        if (i == meta) {
+            if (key || value)
+                return problem("metadata(count) is not NULL");
+        } else if (!key || !value) {
+            return problem("metadata %zu: NULL key or value", i);
+        } else {
+            (void)touch(key, strlen(key));
+            (void)touch(value, strlen(value));
+        }
+    }
+    if (mgpu_safetensors_find(st, "__metadata__"))
+        return problem("__metadata__ listed as a tensor");
+    return NULL;
+}
+
+/* A value and, for arrays, every element read through mgpu_gguf_array_get. */
+static const char *check_value(const char *key, const mgpu_gguf_value *v, int depth)
+{
+    if (depth > 64)
+        return problem("key '%s': arrays nested %d deep were accepted", key, depth);
+    if ((unsigned)v->type >= MGPU_GGUF_TYPE_COUNT)
+        return problem("key '%s': value type %d", key, (int)v->type);
+    if (v->type == MGPU_GGUF_STRING) {
+        if (!v->string.data || v->string.data[v->string.length] != '\0')
+            return problem("key '%s': string not NUL-terminated at its length", key);
+        (void)touch(v->string.data, v->string.length);
+    } else if (v->type == MGPU_GGUF_BOOL) {
+        volatile bool b = v->b;
+        (void)b;
+    } else if (v->type == MGPU_GGUF_ARRAY) {
+        if ((unsigned)v->array.elem_type >= MGPU_GGUF_TYPE_COUNT)
+            return problem("key '%s': array element type %d", key, (int)v->array.elem_type);
+        for (uint64_t i = 0; i < v->array.count; i++) {
+            mgpu_gguf_value e;
+            memset(&e, 0xA5, sizeof e);
+            if (!mgpu_gguf_array_get(v, i, &e))
+                return problem("key '%s': array_get(%llu) of %llu failed", key,
+                               (unsigned long long)i, (unsigned long long)v->array.count);
+            if (e.type != v->array.elem_type)
+                return problem("key '%s': element %llu has type %d, array says %d", key,
+                               (unsigned long long)i, (int)e.type, (int)v->array.elem_type);
+            const char *p = check_value(key, &e, depth + 1);
+            if (p)
+                return p;
+        }
+        mgpu_gguf_value e;
+        if (mgpu_gguf_array_get(v, v->array.count, &e))
+            return problem("key '%s': array_get(count) succeeded", key);
+    }
+    return NULL;
+}
+
+const char *badfiles_check_gguf(const mgpu_gguf *g, const void *data, uint64_t size)
+{
+    const uint8_t *base = data;
+    uint32_t version = mgpu_gguf_version(g), alignment = mgpu_gguf_alignment(g);
+    uint64_t data_offset = mgpu_gguf_data_offset(g);
+    if (version != 2 && version != 3)
+        return problem("version %u accepted", version);
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+        return problem("alignment %u accepted", alignment);
+    if (mgpu_gguf_file_bytes(g) != size)
+        return problem("file_bytes %llu for a %llu-byte image",
+                       (unsigned long long)mgpu_gguf_file_bytes(g), (unsigned long long)size);
+    size_t kv = mgpu_gguf_kv_count(g);
+    for (size_t i = 0; i < kv; i++) {
+        const char *key = mgpu_gguf_kv_key(g, i);
+        const mgpu_gguf_value *v = mgpu_gguf_kv_value(g, i);
+        if (!key || !v)
+            return problem("kv %zu: NULL key or value", i);
+        (void)touch(key, strlen(key));
+        if (mgpu_gguf_find_kv(g, key) != v)
+            return problem("find_kv('%s') does not return pair %zu", key, i);
+        const char *p = check_value(key, v, 0);
+        if (p)
+            return p;
+    }
+    if (mgpu_gguf_kv_key(g, kv) || mgpu_gguf_kv_value(g, kv))
+        return problem("kv(count) is not NULL");
+    size_t count = mgpu_gguf_tensor_count(g);
+    if (count > 0 && (data_offset % alignment != 0 || data_offset > size))
+        return problem("data offset %llu (alignment %u, file %llu bytes)",
+                       (unsigned long long)data_offset, alignment, (unsigned long long)size);
+    for (size_t i = 0; i < count; i++) {
+        const mgpu_tensor_info *t = mgpu_gguf_tensor(g, i);
+        const char *p = check_tensor(t, i, base, size, 4);
+        if (p)
+            return p;
+        if (t->ndim < 1)
+            return problem("tensor '%s': ndim %d", t->name, t->ndim);
+        if (t->file_offset < data_offset || (t->file_offset - data_offset) % alignment != 0)
+            return problem("tensor '%s': offset %llu not aligned in the data section", t->name,
+                           (unsigned long long)t->file_offset);
+        if (mgpu_gguf_find(g, t->name) != t)
+            return problem("find('%s') does not return tensor %zu", t->name, i);
+        /* no two tensors share bytes (quadratic, fine for small files) */
+        for (size_t j = 0; j < i && count <= 256; j++) {
+            const mgpu_tensor_info *u = mgpu_gguf_tensor(g, j);
+            if (t->nbytes && u->nbytes && t->file_offset < u->file_offset + u->nbytes &&
+                u->file_offset < t->file_offset + t->nbytes)
+                return problem("tensors '%s' and '%s' overlap yet were accepted", u->name,
+                               t->name);
+        }
+    }
+    if (mgpu_gguf_tensor(g, count) != NULL)
+        return problem("tensor(count) is not NULL");
+    return NULL;
 }

@@ -1,15 +1,18 @@
 /* badfiles: small valid safetensors and GGUF files and many malformed
  * variants of them, built in memory by our own serializer, each with the
- * status and the error-message substring the readers must produce. Shared by
- * the mgpu-badfiles tool, tests/formats/test_malformed.c and the fuzz seed
- * corpus, so the three always agree on what a case is. */
+ * status and the error-message substring the readers must produce; and
+ * checkers that walk everything an open handle exposes. Shared by the
+ * mgpu-badfiles tool, tests/formats/test_malformed.c and the fuzz targets,
+ * so they agree on what a case is and on what a consistent handle is. */
 #ifndef MGPU_TOOLS_BADFILES_H
 #define MGPU_TOOLS_BADFILES_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mgpu/gguf.h"
 #include "mgpu/model.h"
+#include "mgpu/safetensors.h"
 #include "mgpu/status.h"
 
 enum { BADFILE_NAME_BYTES = 64, BADFILE_EXPECT_BYTES = 128 };
@@ -47,5 +50,15 @@ const char *badfiles_expect_memory(const badfile *f);
  * in `error` otherwise. */
 int badfiles_write(const badfile_set *set, const char *dir, int format, int manifest, char *error,
                    size_t error_size);
+
+/* Walk everything a handle opened from the image data[0, size) exposes:
+ * every tensor info (checked against its shape, dtype and the image), each
+ * lookup by name, every metadata entry or key-value pair with nested arrays
+ * read element by element, and each tensor's bytes decoded to f32. NULL when
+ * all is consistent, else a description of the first problem (in a static
+ * buffer). */
+const char *badfiles_check_safetensors(const mgpu_safetensors *st, const void *data,
+                                       uint64_t size);
+const char *badfiles_check_gguf(const mgpu_gguf *gguf, const void *data, uint64_t size);
 
 #endif

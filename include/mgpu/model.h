@@ -61,6 +61,16 @@ typedef enum mgpu_module_kind {
 /* PyTorch class names ("Linear", "RMSNorm"), as DisTorch's tables print them. */
 const char *mgpu_module_kind_name(mgpu_module_kind kind);
 
+/* What a module does in its architecture's forward pass. Inputs (patch,
+ * time, text and position embeddings) run before the blocks and outputs
+ * (final norms and projections) after them; the planner keeps both on the
+ * compute device. */
+typedef enum mgpu_module_role {
+    MGPU_ROLE_BODY = 0,
+    MGPU_ROLE_INPUT,
+    MGPU_ROLE_OUTPUT,
+} mgpu_module_role;
+
 typedef struct mgpu_model_file {
     const char *path;
     mgpu_file_format format;
@@ -79,6 +89,7 @@ typedef struct mgpu_model_tensor {
 typedef struct mgpu_model_module {
     const char *name; /* "double_blocks.0.img_attn.qkv" */
     mgpu_module_kind kind;
+    mgpu_module_role role;
     uint32_t component;
     int32_t block; /* index into the blocks, -1 outside any block */
     uint32_t tensor_count;

@@ -8,7 +8,17 @@
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAILURE = 1, CLI_EXIT_USAGE = 2 };
 
+#include "mgpu/device.h"
+
 int cli_inspect(int argc, char **argv);
+int cli_devices(int argc, char **argv);
+int cli_plan(int argc, char **argv);
+
+/* --devices SPEC, else $MGPU_DEVICES, else the real inventory; prints the
+ * error and returns CLI_EXIT_FAILURE on a bad spec. */
+int cli_load_devices(const char *spec, mgpu_device_list *out);
+/* "25.0 GB/s", "host", "unknown" */
+void cli_format_bandwidth(double bytes_per_s, char *buf, size_t size);
 
 /* "1.50 GiB", "12.0 MiB", "512 B" */
 void cli_format_bytes(uint64_t bytes, char *buf, size_t size);

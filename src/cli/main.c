@@ -51,6 +51,10 @@ static void usage(FILE *out)
           "commands:\n"
           "  inspect FILE... [--tensors] [--json] [--dump NAME -o OUT]\n"
           "      summarise model files (safetensors, GGUF, sharded index, folder)\n"
+          "  devices [--json] [--devices SPEC]\n"
+          "      the device inventory (real, or simulated with SPEC)\n"
+          "  plan MODEL --alloc STRING [--compute DEV] [--devices SPEC] [--reserve SIZE] [--json]\n"
+          "      where every module of MODEL goes, as DisTorch-style tables or JSON\n"
           "  help     this text\n"
           "  version  print the version\n",
           out);
@@ -65,6 +69,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "inspect") == 0)
         return cli_inspect(argc - 2, argv + 2);
+    if (strcmp(cmd, "devices") == 0)
+        return cli_devices(argc - 2, argv + 2);
+    if (strcmp(cmd, "plan") == 0)
+        return cli_plan(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return CLI_EXIT_OK;

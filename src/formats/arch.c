@@ -245,3 +245,73 @@ mgpu_module_kind mgpu_module_kind_guess(const char *module_name, const mgpu_tens
     default: return MGPU_MODULE_PARAMETER;
     }
 }
+
+/* Head modules by architecture, matched as a module-name prefix followed by
+ * the end or a dot ("time_in" matches "time_in.in_layer"). Matching by role
+ * per architecture, not by substring, is what catches T5's `shared` token
+ * embedding that the original's substring rules miss. */
+typedef struct role_table {
+    mgpu_arch arch;
+    const char *const *inputs;
+    const char *const *outputs;
+} role_table;
+
+#define NAMES(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static const role_table role_tables[] = {
+    {MGPU_ARCH_FLUX_DEV,
+     NAMES("img_in", "time_in", "vector_in", "guidance_in", "txt_in", "x_embedder",
+           "time_text_embed", "context_embedder"),
+     NAMES("final_layer", "norm_out", "proj_out")},
+    {MGPU_ARCH_FLUX_SCHNELL,
+     NAMES("img_in", "time_in", "vector_in", "guidance_in", "txt_in", "x_embedder",
+           "time_text_embed", "context_embedder"),
+     NAMES("final_layer", "norm_out", "proj_out")},
+    {MGPU_ARCH_SD1, NAMES("time_embed", "input_blocks.0"), NAMES("out")},
+    {MGPU_ARCH_SD2, NAMES("time_embed", "input_blocks.0"), NAMES("out")},
+    {MGPU_ARCH_SDXL, NAMES("time_embed", "label_emb", "input_blocks.0"), NAMES("out")},
+    {MGPU_ARCH_SD3,
+     NAMES("x_embedder", "t_embedder", "y_embedder", "context_embedder", "pos_embed"),
+     NAMES("final_layer")},
+    {MGPU_ARCH_WAN,
+     NAMES("patch_embedding", "text_embedding", "time_embedding", "time_projection",
+           "img_emb"),
+     NAMES("head")},
+    {MGPU_ARCH_QWEN_IMAGE, NAMES("img_in", "txt_in", "txt_norm", "time_text_embed"),
+     NAMES("norm_out", "proj_out")},
+    {MGPU_ARCH_CLIP_L, NAMES("text_model.embeddings", "token_embedding", "positional_embedding"),
+     NAMES("text_model.final_layer_norm", "text_projection", "ln_final")},
+    {MGPU_ARCH_CLIP_G, NAMES("text_model.embeddings", "token_embedding", "positional_embedding"),
+     NAMES("text_model.final_layer_norm", "text_projection", "ln_final")},
+    {MGPU_ARCH_T5, NAMES("shared", "encoder.embed_tokens", "token_embd"),
+     NAMES("encoder.final_layer_norm", "enc.output_norm")},
+    {MGPU_ARCH_UMT5, NAMES("shared", "encoder.embed_tokens", "token_embd"),
+     NAMES("encoder.final_layer_norm", "enc.output_norm")},
+    {MGPU_ARCH_VAE_SD, NAMES("encoder.conv_in", "decoder.conv_in", "quant_conv", "post_quant_conv"),
+     NAMES("encoder.norm_out", "encoder.conv_out", "decoder.norm_out", "decoder.conv_out")},
+    {MGPU_ARCH_VAE_FLUX, NAMES("encoder.conv_in", "decoder.conv_in"),
+     NAMES("encoder.norm_out", "encoder.conv_out", "decoder.norm_out", "decoder.conv_out")},
+};
+
+static bool matches_head(const char *name, const char *const *heads)
+{
+    for (int i = 0; heads[i]; i++) {
+        size_t n = strlen(heads[i]);
+        if (strncmp(name, heads[i], n) == 0 && (name[n] == '\0' || name[n] == '.'))
+            return true;
+    }
+    return false;
+}
+
+mgpu_module_role mgpu_module_role_of(mgpu_arch arch, const char *module_name)
+{
+    for (size_t i = 0; i < sizeof role_tables / sizeof role_tables[0]; i++) {
+        if (role_tables[i].arch != arch)
+            continue;
+        if (matches_head(module_name, role_tables[i].inputs))
+            return MGPU_ROLE_INPUT;
+        if (matches_head(module_name, role_tables[i].outputs))
+            return MGPU_ROLE_OUTPUT;
+    }
+    return MGPU_ROLE_BODY;
+}

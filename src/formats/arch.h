@@ -26,6 +26,9 @@ size_t mgpu_module_name_length(const char *tensor_name);
 mgpu_module_kind mgpu_module_kind_guess(const char *module_name, const mgpu_tensor_info *weight,
                                         bool has_bias, mgpu_arch arch);
 
+/* The role of a module (by its stripped name) in an architecture. */
+mgpu_module_role mgpu_module_role_of(mgpu_arch arch, const char *module_name);
+
 /* Prefixes of the checkpoint layouts mgpu knows, longest first. */
 const char *const *mgpu_known_prefixes(void);
 

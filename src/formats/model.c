@@ -833,6 +833,7 @@ mgpu_status mgpu_model_open(const char *path, mgpu_model **out, mgpu_error *err)
         }
         mod->kind = mgpu_module_kind_guess(mod->name, weight, has_bias,
                                            m->components[mod->component].arch);
+        mod->role = mgpu_module_role_of(m->components[mod->component].arch, mod->name);
         mgpu_model_component *c = &m->components[mod->component];
         c->module_count++;
         c->tensor_count += mod->tensor_count;
