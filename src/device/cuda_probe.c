@@ -313,9 +313,9 @@ void mgpu_cuda_explain(int visible, size_t on_bus, const char *visible_env,
     const char *causes = "belong to another container or VM, be in MIG mode, be unsupported "
                          "by this driver, or be in a bad state (see nvidia-smi)";
     if (visible == 0)
-        snprintf(buf, size, "none of the %zu NVIDIA %s on the PCI bus %s visible to CUDA: %s may %s",
-                 on_bus, gpus, on_bus == 1 ? "is" : "are", on_bus == 1 ? "it" : "they",
-                 causes);
+        snprintf(buf, size,
+                 "none of the %zu NVIDIA %s on the PCI bus %s visible to CUDA: %s may %s", on_bus,
+                 gpus, on_bus == 1 ? "is" : "are", on_bus == 1 ? "it" : "they", causes);
     else
         snprintf(buf, size, "only %d of %zu NVIDIA %s on the PCI bus %s visible to CUDA: the "
                  "others may %s",
@@ -422,13 +422,18 @@ static uint64_t measure_free_bytes(mgpu_device_list *list, const cuda_api *api, 
         else
             note_failure(list, api, ordinal, "free memory unknown", "cuMemGetInfo_v2", r);
         CUcontext popped = NULL;
-        api->ctx_pop_current(&popped);
+        r = api->ctx_pop_current(&popped);
+        if (r != CUDA_SUCCESS)
+            note_failure(list, api, ordinal, "context", "cuCtxPopCurrent_v2", r);
     }
-    api->primary_ctx_release(dev);
+    r = api->primary_ctx_release(dev);
+    if (r != CUDA_SUCCESS)
+        note_failure(list, api, ordinal, "context", "cuDevicePrimaryCtxRelease", r);
     return free_bytes;
 }
 
-static void fill_pci_bus_id(const cuda_api *api, CUdevice dev, mgpu_device *d)
+static void fill_pci_bus_id(mgpu_device_list *list, const cuda_api *api, CUdevice dev,
+                            mgpu_device *d)
 {
     if (api->device_get_pci_bus_id &&
         api->device_get_pci_bus_id(d->pci_bus_id, (int)sizeof d->pci_bus_id, dev) ==
@@ -438,13 +443,18 @@ static void fill_pci_bus_id(const cuda_api *api, CUdevice dev, mgpu_device *d)
     }
     /* Same "domain:bus:device.function" form, from the attributes. */
     int domain = 0, bus = 0, device = 0;
-    if (api->device_get_attribute(&domain, CU_ATTR_PCI_DOMAIN_ID, dev) == CUDA_SUCCESS &&
-        api->device_get_attribute(&bus, CU_ATTR_PCI_BUS_ID, dev) == CUDA_SUCCESS &&
-        api->device_get_attribute(&device, CU_ATTR_PCI_DEVICE_ID, dev) == CUDA_SUCCESS)
-        snprintf(d->pci_bus_id, sizeof d->pci_bus_id, "%04x:%02x:%02x.0", (unsigned)domain & 0xffffu,
-                 (unsigned)bus & 0xffu, (unsigned)device & 0xffu);
-    else
+    CUresult r = api->device_get_attribute(&domain, CU_ATTR_PCI_DOMAIN_ID, dev);
+    if (r == CUDA_SUCCESS)
+        r = api->device_get_attribute(&bus, CU_ATTR_PCI_BUS_ID, dev);
+    if (r == CUDA_SUCCESS)
+        r = api->device_get_attribute(&device, CU_ATTR_PCI_DEVICE_ID, dev);
+    if (r == CUDA_SUCCESS) {
+        snprintf(d->pci_bus_id, sizeof d->pci_bus_id, "%04x:%02x:%02x.0",
+                 (unsigned)domain & 0xffffu, (unsigned)bus & 0xffu, (unsigned)device & 0xffu);
+    } else {
         d->pci_bus_id[0] = '\0';
+        note_failure(list, api, d->ordinal, "PCI bus id unknown", "cuDeviceGetAttribute", r);
+    }
 }
 
 /* Appends cuda:ordinal; returns false when the device had to be skipped. */
@@ -478,13 +488,17 @@ static bool add_gpu(mgpu_device_list *list, const cuda_api *api, int ordinal, CU
     d->total_bytes = total;
 
     int major = 0, minor = 0;
-    if (api->device_get_attribute(&major, CU_ATTR_COMPUTE_CAPABILITY_MAJOR, dev) != CUDA_SUCCESS ||
-        api->device_get_attribute(&minor, CU_ATTR_COMPUTE_CAPABILITY_MINOR, dev) != CUDA_SUCCESS)
+    r = api->device_get_attribute(&major, CU_ATTR_COMPUTE_CAPABILITY_MAJOR, dev);
+    if (r == CUDA_SUCCESS)
+        r = api->device_get_attribute(&minor, CU_ATTR_COMPUTE_CAPABILITY_MINOR, dev);
+    if (r != CUDA_SUCCESS) {
         major = minor = 0;
+        note_failure(list, api, ordinal, "compute capability unknown", "cuDeviceGetAttribute", r);
+    }
     d->compute_major = major;
     d->compute_minor = minor;
 
-    fill_pci_bus_id(api, dev, d);
+    fill_pci_bus_id(list, api, dev, d);
     d->free_bytes = total ? measure_free_bytes(list, api, dev, ordinal) : 0;
     d->host_link_bytes_per_s = 0; /* unknown: measuring it is a later step */
     d->simulated = false;
@@ -558,8 +572,13 @@ mgpu_status mgpu_cuda_probe(mgpu_device_list *list, mgpu_error *err)
                 continue;
             int can = 0;
             if (api.device_can_access_peer &&
-                api.device_can_access_peer(&can, handle[a], handle[b]) != CUDA_SUCCESS)
+                (r = api.device_can_access_peer(&can, handle[a], handle[b])) != CUDA_SUCCESS) {
+                char why_peer[128];
+                describe_failure(&api, "cuDeviceCanAccessPeer", r, why_peer, sizeof why_peer);
+                add_note(list, "%s -> %s: peer access unknown: %s", list->devices[index[a]].name,
+                         list->devices[index[b]].name, why_peer);
                 can = 0;
+            }
             list->peer_bytes_per_s[index[a]][index[b]] =
                 can ? peer_rate(&list->devices[index[a]], &list->devices[index[b]]) : 0.0;
         }

@@ -328,6 +328,70 @@ static void test_byte_mutations(void **state)
     assert_int_equal(t.total, 0);
 }
 
+/* A header length over the 100 MB cap is refused before the header is read
+ * (the buffer is calloc'd, so its untouched pages cost nothing). */
+static void test_header_limit(void **state)
+{
+    (void)state;
+    const uint64_t header = 100 * 1000 * 1000 + 1;
+    const size_t size = (size_t)header + 8 + 64;
+    uint8_t *data = calloc(1, size);
+    assert_non_null(data);
+    for (int i = 0; i < 8; i++)
+        data[i] = (uint8_t)(header >> (8 * i));
+    data[8] = '{';
+    mgpu_error err = {0};
+    mgpu_status got;
+    const char *why = open_memory(MGPU_FORMAT_SAFETENSORS, data, size, "huge.safetensors",
+                                  MGPU_ERR_FORMAT, "100000001 exceeds the 100000000-byte limit",
+                                  &got, &err);
+    free(data);
+    if (why)
+        print_error("huge.safetensors: %s: %s\n", why, err.message);
+    assert_null(why);
+}
+
+/* In a folder, the malformed file spoils the model and is the one named. */
+static void test_folder(void **state)
+{
+    fixture *fx = *state;
+    const badfile *valid = NULL, *bad = NULL;
+    for (size_t i = 0; i < fx->set.count; i++) {
+        if (strcmp(fx->set.items[i].name, "st_valid.safetensors") == 0)
+            valid = &fx->set.items[i];
+        if (strcmp(fx->set.items[i].name, "st_gap.safetensors") == 0)
+            bad = &fx->set.items[i];
+    }
+    assert_non_null(valid);
+    assert_non_null(bad);
+    char dir[1100], a[1200], b[1200];
+    snprintf(dir, sizeof dir, "%s/folder", fx->dir);
+    snprintf(a, sizeof a, "%s/a.safetensors", dir);
+    snprintf(b, sizeof b, "%s/b.safetensors", dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    FILE *f = fopen(a, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(valid->data, 1, valid->size, f), valid->size);
+    fclose(f);
+    f = fopen(b, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bad->data, 1, bad->size, f), bad->size);
+    fclose(f);
+    mgpu_model *m = NULL;
+    mgpu_error err = {0};
+    mgpu_status s = mgpu_model_open(dir, &m, &err);
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+    if (s == MGPU_OK)
+        mgpu_model_close(m);
+    const char *why =
+        s == MGPU_OK ? "the folder opens" : bad_failure(s, bad->status, &err, b, bad->expect);
+    if (why)
+        print_error("folder: %s: %s\n", why, err.message);
+    assert_null(why);
+}
+
 /* manifest.tsv lists each malformed file once with its expectation, and the
  * files on disk are the bytes of the cases. */
 static void test_manifest(void **state)
@@ -383,6 +447,8 @@ int main(void)
         cmocka_unit_test(test_open_memory),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_byte_mutations),
+        cmocka_unit_test(test_header_limit),
+        cmocka_unit_test(test_folder),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
