@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,102 @@ static void test_bad_inputs(void **state)
     remove(bad);
 }
 
+static void test_devices_and_plan(void **state)
+{
+    (void)state;
+    const char *devices = "cuda:0=24gib@25gbps,cuda:1=12gib@6.8gbps,cpu=64gib";
+    char full[1100], args[4096];
+    snprintf(full, sizeof full, "%s", test_path("cli-full.gguf"));
+    synth_options o = {.arch = "flux-dev", .scale = SYNTH_SCALE_FULL, .gguf = 1,
+                       .dtype = MGPU_DTYPE_Q8_0, .seed = 1, .prefix = "", .out = full, .sparse = 1};
+    mgpu_error err = {0};
+    assert_int_equal(synth_write(&o, &err), MGPU_OK);
+
+    snprintf(args, sizeof args, "devices --json --devices '%s'", devices);
+    run_result r = run(args);
+    assert_int_equal(r.code, 0);
+    json_error_t jerr;
+    json_t *root = json_loads(r.out, 0, &jerr);
+    assert_non_null(root);
+    json_t *devs = json_object_get(root, "devices");
+    assert_int_equal(json_array_size(devs), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(devs, 1), "name")), "cuda:1");
+    assert_true(json_real_value(json_object_get(json_array_get(devs, 1), "host_link_bytes_per_s")) ==
+                6.8e9);
+    json_decref(root);
+    run_free(&r);
+
+    /* the tables users know, in normal mode */
+    snprintf(args, sizeof args, "plan '%s' --devices '%s' --alloc '#cuda:0;4.0;cpu'", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.err, "");
+    const char *headings[] = {"Virtual VRAM Analysis", "Object     Role    Original(GB)",
+                              "Device Allocations", "VRAM GB", "Layer Distribution",
+                              "Layer Type", "Final Device/Layer Assignments",
+                              "cuda:0 (<0.01%)", "Memory and Links", "recip", "donor"};
+    for (size_t i = 0; i < sizeof headings / sizeof headings[0]; i++)
+        if (!strstr(r.out, headings[i]))
+            fail_msg("plan output lacks '%s'", headings[i]);
+    run_free(&r);
+
+    /* JSON: every module has a device; about 4 GiB on the cpu */
+    snprintf(args, sizeof args, "plan '%s' --devices '%s' --alloc '#cuda:0;4.0;cpu' --json", full,
+             devices);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    root = json_loads(r.out, 0, &jerr);
+    assert_non_null(root);
+    json_t *mods = json_object_get(root, "modules");
+    assert_true(json_array_size(mods) > 400);
+    json_int_t cpu_bytes = 0, total = 0;
+    for (size_t i = 0; i < json_array_size(mods); i++) {
+        json_t *m = json_array_get(mods, i);
+        const char *dev = json_string_value(json_object_get(m, "device"));
+        assert_non_null(dev);
+        total += json_integer_value(json_object_get(m, "bytes"));
+        if (strcmp(dev, "cpu") == 0)
+            cpu_bytes += json_integer_value(json_object_get(m, "bytes"));
+    }
+    assert_int_equal(total, json_integer_value(json_object_get(root, "model_bytes")));
+    assert_true(fabs((double)cpu_bytes / 1073741824.0 - 4.0) < 0.1);
+    assert_string_equal(json_string_value(json_object_get(root, "mode")), "normal");
+    json_decref(root);
+    run_free(&r);
+
+    /* bad strings and devices: one line, exit 1 */
+    snprintf(args, sizeof args, "plan '%s' --devices '%s' --alloc 'cuda:0,2.5gx;cpu,*'", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_string_equal(r.out, "");
+    assert_int_equal(line_count(r.err), 1);
+    assert_non_null(strstr(r.err, "unknown unit 'gx'"));
+    assert_non_null(strstr(r.err, "column 10"));
+    run_free(&r);
+    snprintf(args, sizeof args, "plan '%s' --devices 'cuda:0=8gib,tpu=1gib' --alloc ''", full);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "unknown device 'tpu'"));
+    run_free(&r);
+    snprintf(args, sizeof args, "plan '%s' --devices '%s' --alloc", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 2);
+    run_free(&r);
+    snprintf(args, sizeof args, "plan '%s' --devices '%s' --reserve lots", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 2);
+    run_free(&r);
+    /* the environment variable simulates too */
+    snprintf(args, sizeof args, "devices");
+    setenv("MGPU_DEVICES", "cuda:7=1gib", 1);
+    r = run(args);
+    unsetenv("MGPU_DEVICES");
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "cuda:7"));
+    run_free(&r);
+    remove(full);
+}
+
 static void test_usage_errors(void **state)
 {
     (void)state;
@@ -281,6 +378,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_summary), cmocka_unit_test(test_json),
         cmocka_unit_test(test_dump),    cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_devices_and_plan),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
