@@ -17,6 +17,9 @@ int cli_plan(int argc, char **argv);
 /* --devices SPEC, else $MGPU_DEVICES, else the real inventory; prints the
  * error and returns CLI_EXIT_FAILURE on a bad spec. */
 int cli_load_devices(const char *spec, mgpu_device_list *out);
+/* Prints a JSON document (indented) and a newline on stdout; takes the
+ * reference. */
+void cli_print_json(struct json_t *root);
 /* "25.0 GB/s", "host", "unknown" */
 void cli_format_bandwidth(double bytes_per_s, char *buf, size_t size);
 

@@ -158,10 +158,7 @@ int cli_devices(int argc, char **argv)
     int rc = cli_load_devices(spec, l);
     if (rc == CLI_EXIT_OK) {
         if (json) {
-            json_t *root = to_json(l);
-            json_dumpf(root, stdout, JSON_INDENT(1));
-            fputc('\n', stdout);
-            json_decref(root);
+            cli_print_json(to_json(l));
         } else {
             print_text(l);
         }

@@ -376,10 +376,7 @@ int cli_inspect(int argc, char **argv)
     }
     if (all) {
         if (rc == CLI_EXIT_OK) {
-            json_t *root = json_pack("{s:o}", "models", all);
-            json_dumpf(root, stdout, JSON_INDENT(1));
-            fputc('\n', stdout);
-            json_decref(root);
+            cli_print_json(json_pack("{s:o}", "models", all));
         } else {
             json_decref(all);
         }

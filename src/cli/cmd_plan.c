@@ -334,10 +334,7 @@ int cli_plan(int argc, char **argv)
     }
     if (plan) {
         if (json) {
-            json_t *root = plan_json(plan);
-            json_dumpf(root, stdout, JSON_INDENT(1));
-            fputc('\n', stdout);
-            json_decref(root);
+            cli_print_json(plan_json(plan));
         } else {
             print_tables(plan);
         }

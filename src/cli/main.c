@@ -1,4 +1,5 @@
 /* The mgpu command: dispatches to one function per subcommand. */
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,13 @@ void cli_format_count(uint64_t count, char *buf, size_t size)
         snprintf(buf, size, "%.2f K", (double)count / 1e3);
     else
         snprintf(buf, size, "%llu", (unsigned long long)count);
+}
+
+void cli_print_json(json_t *root)
+{
+    json_dumpf(root, stdout, JSON_INDENT(1));
+    fputc('\n', stdout);
+    json_decref(root);
 }
 
 void cli_error(const char *fmt, ...)

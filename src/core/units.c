@@ -42,17 +42,27 @@ static bool unit_is(const char *s, size_t n, const char *unit)
     return true;
 }
 
-mgpu_unit_result mgpu_parse_bytes(const char *s, size_t n, uint64_t *out, size_t *unit_at)
+/* NUMBER UNIT: the number, and the unit text after it. */
+static mgpu_unit_result split_number(const char *s, size_t n, double *v, const char **unit,
+                                     size_t *unit_length, size_t *unit_at)
 {
-    double v;
-    size_t used = mgpu_parse_number(s, n, &v);
+    size_t used = mgpu_parse_number(s, n, v);
     *unit_at = used;
     if (used == 0)
         return MGPU_UNIT_NO_NUMBER;
-    const char *u = s + used;
-    size_t un = n - used;
-    if (un == 0)
-        return MGPU_UNIT_MISSING;
+    *unit = s + used;
+    *unit_length = n - used;
+    return *unit_length == 0 ? MGPU_UNIT_MISSING : MGPU_UNIT_OK;
+}
+
+mgpu_unit_result mgpu_parse_bytes(const char *s, size_t n, uint64_t *out, size_t *unit_at)
+{
+    double v;
+    const char *u;
+    size_t un;
+    mgpu_unit_result r = split_number(s, n, &v, &u, &un, unit_at);
+    if (r != MGPU_UNIT_OK)
+        return r;
     static const struct {
         const char *name;
         double scale;
@@ -77,14 +87,11 @@ mgpu_unit_result mgpu_parse_bytes(const char *s, size_t n, uint64_t *out, size_t
 mgpu_unit_result mgpu_parse_bandwidth(const char *s, size_t n, double *bytes_per_s, size_t *unit_at)
 {
     double v;
-    size_t used = mgpu_parse_number(s, n, &v);
-    *unit_at = used;
-    if (used == 0)
-        return MGPU_UNIT_NO_NUMBER;
-    const char *u = s + used;
-    size_t un = n - used;
-    if (un == 0)
-        return MGPU_UNIT_MISSING;
+    const char *u;
+    size_t un;
+    mgpu_unit_result r = split_number(s, n, &v, &u, &un, unit_at);
+    if (r != MGPU_UNIT_OK)
+        return r;
     if (unit_is(u, un, "gbps") || unit_is(u, un, "gb/s")) {
         *bytes_per_s = v * 1e9;
         return MGPU_UNIT_OK;
