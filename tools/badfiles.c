@@ -2,8 +2,9 @@
  * header written with ' for " so it reads in C, then pattern data; GGUF:
  * header fields, key-value blobs, tensor specs, padding, data) and every
  * malformed case changes one part, or cuts a valid file at an offset
- * recorded while assembling it. Nothing here calls the readers: the
- * expectations are what a correct reader must say, not what ours says. */
+ * recorded while assembling it. The builders never call the readers: the
+ * expectations are what a correct reader must say, not what ours says. The
+ * handle checkers at the end walk what a reader made of a file. */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -85,6 +86,13 @@ static void put_pattern(bytes *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         put_u8(b, (uint8_t)(i * 37 + 11));
+}
+
+/* Overwrites the byte `back` positions before the end (1: the last). */
+static void poke(bytes *b, size_t back, uint8_t v)
+{
+    if (b->p && back >= 1 && back <= b->n)
+        b->p[b->n - back] = v;
 }
 
 static void bytes_free(bytes *b)
@@ -883,12 +891,12 @@ static void gguf_cases_build(builder *bl)
     GGUF_CASE("gguf_nested_1000", MGPU_ERR_FORMAT, "arrays nested deeper than 16",
               kv_nested(&g.kv[KV_NESTED], "test.nested", 1000));
     GGUF_CASE("gguf_bool_2", MGPU_ERR_FORMAT, "key 'test.flag': bool value 2 is neither 0 nor 1",
-              g.kv[KV_FLAG].p[g.kv[KV_FLAG].n - 1] = 2);
+              poke(&g.kv[KV_FLAG], 1, 2));
     GGUF_CASE("gguf_bool_255", MGPU_ERR_FORMAT, "bool value 255 is neither 0 nor 1",
-              g.kv[KV_FLAG].p[g.kv[KV_FLAG].n - 1] = 255);
+              poke(&g.kv[KV_FLAG], 1, 255));
     GGUF_CASE("gguf_bool_array_2", MGPU_ERR_FORMAT,
               "key 'test.bools': bool array element 1 has value 2",
-              g.kv[KV_BOOLS].p[g.kv[KV_BOOLS].n - 2] = 2);
+              poke(&g.kv[KV_BOOLS], 2, 2));
     /* a key with a newline and a terminal escape, quoted in the message */
     GGUF_CASE("gguf_key_control_chars", MGPU_ERR_FORMAT, "bool value 2 is neither 0 nor 1",
               kv_head(&g.kv[KV_FLAG], "test.\n\x1b[2J", MGPU_GGUF_BOOL);

@@ -25,6 +25,11 @@ mgpu_status mgpu_error_set(mgpu_error *err, mgpu_status status, const char *fmt,
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        /* Names and keys come from untrusted files: keep the message one
+         * printable line, never a terminal escape sequence. */
+        for (char *c = err->message; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7F)
+                *c = '?';
         err->status = status;
     }
     return status;

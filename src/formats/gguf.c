@@ -29,11 +29,12 @@ struct mgpu_gguf {
     uint32_t alignment;
     uint64_t data_offset;
     uint64_t size;
-    const char **keys;
-    mgpu_gguf_value *values;
-    size_t kv_count;
-    mgpu_tensor_info *tensors;
-    size_t tensor_count;
+    const char **keys;       /* malloc'd, grown as keys are read */
+    mgpu_gguf_value *values; /* malloc'd, parallel to keys */
+    size_t kv_count, kv_capacity, values_capacity;
+    mgpu_tensor_info *tensors; /* malloc'd, grown as infos are read */
+    uint64_t *rel_offsets;     /* data offsets as stored, parallel to tensors */
+    size_t tensor_count, tensor_capacity;
     const mgpu_tensor_info **by_name;
     mgpu_arena arena;
 };
@@ -234,6 +235,32 @@ bool mgpu_gguf_array_get(const mgpu_gguf_value *array, uint64_t i, mgpu_gguf_val
     return true;
 }
 
+/* Makes room for element `index` in a malloc'd array, doubling. */
+static bool grow(void **array, size_t *capacity, uint64_t index, size_t elem)
+{
+    if (index < *capacity)
+        return true;
+    size_t cap = *capacity ? *capacity * 2 : 16;
+    if (cap > SIZE_MAX / elem)
+        return false;
+    void *p = realloc(*array, cap * elem);
+    if (!p)
+        return false;
+    *array = p;
+    *capacity = cap;
+    return true;
+}
+
+static bool grow_values(mgpu_gguf *g, uint64_t index)
+{
+    size_t cap = g->values_capacity;
+    if (!grow((void **)&g->values, &g->values_capacity, index, sizeof *g->values))
+        return false;
+    if (g->values_capacity != cap)
+        memset(g->values + cap, 0, (g->values_capacity - cap) * sizeof *g->values);
+    return true;
+}
+
 static int compare_key(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -321,7 +348,7 @@ static mgpu_status parse(mgpu_gguf *g, const uint8_t *data, uint64_t size, mgpu_
         return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
                               "%s: GGUF version 1 is not supported (only 2 and 3)", g->label);
     if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xFFFF) == 0)
+        if (g->version != 0 && (g->version & 0xFFFF) == 0)
             return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
                                   "%s: big-endian GGUF files are not supported", g->label);
         return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
@@ -337,16 +364,15 @@ static mgpu_status parse(mgpu_gguf *g, const uint8_t *data, uint64_t size, mgpu_
     if (n_kv > (size - c.pos) / MIN_KV_BYTES)
         return fail(&c, "key-value count %" PRIu64 " cannot fit in a file of %" PRIu64 " bytes",
                     n_kv, size);
-    g->keys = mgpu_arena_alloc(&g->arena, (n_kv ? n_kv : 1) * sizeof *g->keys);
-    g->values = mgpu_arena_alloc(&g->arena, (n_kv ? n_kv : 1) * sizeof *g->values);
-    g->tensors = mgpu_arena_alloc(&g->arena, (n_tensors ? n_tensors : 1) * sizeof *g->tensors);
-    g->by_name = mgpu_arena_alloc(&g->arena, (n_tensors ? n_tensors : 1) * sizeof *g->by_name);
-    if (!g->keys || !g->values || !g->tensors || !g->by_name)
-        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
+    /* Arrays grow as entries are actually read: a header claiming huge
+     * counts costs nothing until the bytes to back them are there. */
 
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     for (uint64_t i = 0; i < n_kv; i++) {
         uint32_t type;
+        if (!grow((void **)&g->keys, &g->kv_capacity, i, sizeof *g->keys) ||
+            !grow_values(g, i))
+            return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
         if ((s = read_string(&c, &g->keys[i], NULL, "key")) != MGPU_OK)
             return s;
         snprintf(c.where, sizeof c.where, "key '%s'", g->keys[i]);
@@ -370,21 +396,30 @@ static mgpu_status parse(mgpu_gguf *g, const uint8_t *data, uint64_t size, mgpu_
     const char **sorted_keys = mgpu_arena_alloc(&g->arena, (n_kv ? n_kv : 1) * sizeof *sorted_keys);
     if (!sorted_keys)
         return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
-    memcpy(sorted_keys, g->keys, n_kv * sizeof *sorted_keys);
+    if (n_kv)
+        memcpy(sorted_keys, g->keys, n_kv * sizeof *sorted_keys);
     qsort(sorted_keys, n_kv, sizeof *sorted_keys, compare_key);
     for (uint64_t i = 1; i < n_kv; i++)
         if (strcmp(sorted_keys[i - 1], sorted_keys[i]) == 0)
             return mgpu_error_set(err, MGPU_ERR_FORMAT, "%s: key '%s' appears more than once",
                                   g->label, sorted_keys[i]);
 
-    uint64_t *rel = mgpu_arena_alloc(&g->arena, (n_tensors ? n_tensors : 1) * sizeof *rel);
-    if (!rel)
-        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
+    size_t rel_capacity = 0;
     for (uint64_t i = 0; i < n_tensors; i++) {
-        if ((s = read_tensor_info(&c, &g->tensors[i], &rel[i])) != MGPU_OK)
+        size_t cap = g->tensor_capacity;
+        if (!grow((void **)&g->tensors, &g->tensor_capacity, i, sizeof *g->tensors) ||
+            !grow((void **)&g->rel_offsets, &rel_capacity, i, sizeof *g->rel_offsets))
+            return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
+        if (g->tensor_capacity != cap)
+            memset(g->tensors + cap, 0, (g->tensor_capacity - cap) * sizeof *g->tensors);
+        if ((s = read_tensor_info(&c, &g->tensors[i], &g->rel_offsets[i])) != MGPU_OK)
             return s;
         g->tensor_count++;
     }
+    uint64_t *rel = g->rel_offsets;
+    g->by_name = mgpu_arena_alloc(&g->arena, (n_tensors ? n_tensors : 1) * sizeof *g->by_name);
+    if (!g->by_name)
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", g->label);
     /* The data section starts at the next multiple of the alignment. */
     uint64_t pad = (g->alignment - c.pos % g->alignment) % g->alignment;
     g->data_offset = c.pos + pad;
@@ -475,6 +510,10 @@ void mgpu_gguf_close(mgpu_gguf *g)
         return;
     mgpu_file_unmap(&g->file);
     mgpu_arena_free(&g->arena);
+    free(g->keys);
+    free(g->values);
+    free(g->tensors);
+    free(g->rel_offsets);
     free(g);
 }
 

@@ -113,20 +113,22 @@ static mgpu_status build_order(mgpu_plan *p, const mgpu_plan_request *r, mgpu_er
     return MGPU_OK;
 }
 
-/* Which devices take the quota'd bytes, in the written order, capped by
- * quota and real capacity; returns the bytes left for the wildcard. */
-static uint64_t fill_entries(mgpu_plan *p, const mgpu_plan_request *r, uint64_t total,
-                             uint64_t *target)
+/* Quota'd bytes, in the written order, capped by quota and real capacity.
+ * Pinned bytes are already on the compute device and come out of its
+ * share first; what is filled here is the streamable rest. Returns the bytes
+ * left for the wildcard. */
+static uint64_t fill_entries(mgpu_plan *p, const mgpu_plan_request *r, uint64_t *target)
 {
     const mgpu_alloc *a = &p->alloc;
-    double ratio_sum = 0.0;
+    const uint64_t total = p->model_bytes;
+    double ratio_sum = 0.0, ratio_seen = 0.0;
     bool has_wildcard = false;
     for (size_t i = 0; i < a->entry_count; i++) {
         if (a->entries[i].kind == MGPU_QUOTA_RATIO && !a->entries[i].wildcard)
             ratio_sum += a->entries[i].value;
         has_wildcard |= a->entries[i].wildcard;
     }
-    uint64_t remaining = total;
+    uint64_t remaining = total - p->pinned_bytes;
     for (size_t i = 0; i < a->entry_count; i++) {
         const mgpu_alloc_entry *e = &a->entries[i];
         int d = mgpu_device_index(r->devices, e->device);
@@ -136,29 +138,50 @@ static uint64_t fill_entries(mgpu_plan *p, const mgpu_plan_request *r, uint64_t 
         switch (e->kind) {
         case MGPU_QUOTA_BYTES: want = e->value; break;
         case MGPU_QUOTA_RATIO:
-            /* With a wildcard the numbers are percentages of the model;
-             * without one they are weights. */
-            want = has_wildcard ? (double)total * e->value / 100.0
-                                : (ratio_sum > 0 ? (double)total * e->value / ratio_sum : 0.0);
+            if (has_wildcard) { /* with a wildcard: percentages of the model */
+                want = (double)total * e->value / 100.0;
+            } else if (ratio_sum > 0) {
+                /* weights: rounded cumulatively so the shares add up to the
+                 * model exactly, leaving no byte without a device */
+                double before = (double)llround((double)total * ratio_seen / ratio_sum);
+                ratio_seen += e->value;
+                want = (double)llround((double)total * ratio_seen / ratio_sum) - before;
+            } else {
+                want = 0.0;
+            }
             break;
         case MGPU_QUOTA_FRACTION:
             want = e->value * (double)r->devices->devices[d].total_bytes;
             break;
         default: want = 0.0; break;
         }
-        uint64_t quota = want >= 1.8e19 ? UINT64_MAX : (uint64_t)llround(want);
+        uint64_t quota = want >= 9.2e18 ? UINT64_MAX : (uint64_t)llround(want);
         p->device[d].quota_bytes = quota;
-        uint64_t cap = p->device[d].capacity_bytes;
-        uint64_t t = quota < cap ? quota : cap;
+        uint64_t have = target[d]; /* the pinned bytes, on the compute device */
+        uint64_t cap = p->device[d].capacity_bytes > have ? p->device[d].capacity_bytes - have : 0;
+        uint64_t want_more = quota > have ? quota - have : 0;
+        uint64_t t = want_more < cap ? want_more : cap;
         if (t > remaining)
             t = remaining;
-        if (quota > cap && remaining > cap)
+        if (want_more > cap && remaining > cap)
             warn(p, "%s can hold %.2f GiB, less than its %.2f GiB quota (free memory minus margin%s)",
-                 e->device, gib(cap), gib(quota), p->compute == d ? " and reserve" : "");
+                 e->device, gib(p->device[d].capacity_bytes), gib(quota),
+                 p->compute == d ? " and reserve" : "");
         target[d] += t;
         remaining -= t;
     }
     return remaining;
+}
+
+/* "1.25 GiB", "12.0 MiB" or "300 bytes": shortfalls can be tiny. */
+static void format_size(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes >= (UINT64_C(1) << 30) / 10)
+        snprintf(buf, size, "%.2f GiB", gib(bytes));
+    else if (bytes >= (UINT64_C(1) << 20) / 10)
+        snprintf(buf, size, "%.1f MiB", (double)bytes / 1048576.0);
+    else
+        snprintf(buf, size, "%" PRIu64 " bytes", bytes);
 }
 
 /* Splits model bytes into per-device targets. */
@@ -209,6 +232,7 @@ static mgpu_status compute_targets(mgpu_plan *p, const mgpu_plan_request *r, uin
         target[p->compute] = total;
         return MGPU_OK;
     }
+    target[p->compute] = p->pinned_bytes;
     double pct = 0.0;
     int wildcard = -1;
     for (size_t i = 0; i < a->entry_count; i++) {
@@ -224,16 +248,19 @@ static mgpu_status compute_targets(mgpu_plan *p, const mgpu_plan_request *r, uin
                               "allocation '%s': the ratios add up to %.4g%%, more than the whole "
                               "model, and a '*' entry is waiting for the rest",
                               text, pct);
-    uint64_t rest = fill_entries(p, r, total, target);
+    uint64_t rest = fill_entries(p, r, target);
+    char rest_text[32];
+    format_size(rest, rest_text, sizeof rest_text);
     if (wildcard < 0) {
         /* The default wildcard is the CPU, unless the string caps it. */
         int cpu = mgpu_device_index(r->devices, "cpu");
         bool cpu_capped = cpu >= 0 && p->device[cpu].listed;
         if (rest > 0 && (cpu < 0 || cpu_capped))
             return mgpu_error_set(err, MGPU_ERR_ARGUMENT,
-                                  "allocation '%s': %.2f GiB have no device (the quotas cover "
-                                  "%.2f of %.2f GiB); add '*' to an entry or raise a quota",
-                                  text, gib(rest), gib(total - rest), gib(total));
+                                  "allocation '%s': %s have no device (the quotas and pinned "
+                                  "modules cover %.2f of %.2f GiB); add '*' to an entry or raise "
+                                  "a quota",
+                                  text, rest_text, gib(total - rest), gib(total));
         if (rest > 0) {
             wildcard = cpu;
             p->default_wildcard = true;
@@ -245,9 +272,9 @@ static mgpu_status compute_targets(mgpu_plan *p, const mgpu_plan_request *r, uin
             cap = 0;
         if (rest > cap)
             return mgpu_error_set(err, MGPU_ERR_ARGUMENT,
-                                  "allocation '%s': %s must take the remaining %.2f GiB but can "
-                                  "hold %.2f GiB; raise other quotas or add a device",
-                                  text, r->devices->devices[wildcard].name, gib(rest), gib(cap));
+                                  "allocation '%s': %s must take the remaining %s but can "
+                                  "hold %.2f GiB more; raise other quotas or add a device",
+                                  text, r->devices->devices[wildcard].name, rest_text, gib(cap));
         target[wildcard] += rest;
         for (size_t i = 0; i < a->entry_count; i++) {
             const mgpu_alloc_entry *e = &a->entries[i];
@@ -263,36 +290,11 @@ static mgpu_status compute_targets(mgpu_plan *p, const mgpu_plan_request *r, uin
             }
         }
         if (p->default_wildcard)
-            warn(p, "cpu takes the remaining %.2f GiB (the default wildcard: no entry has '*')",
-                 gib(rest));
+            warn(p, "cpu takes the remaining %s (the default wildcard: no entry has '*')",
+                 rest_text);
         p->device[wildcard].quota_bytes = UINT64_MAX;
     }
     return MGPU_OK;
-}
-
-/* Pinned bytes count against the compute device first: when its target is
- * below them, the difference comes off the wildcard, then off the other
- * devices from the last written. */
-static void make_room_for_pinned(mgpu_plan *p, const mgpu_plan_request *r, uint64_t *target)
-{
-    if (target[p->compute] >= p->pinned_bytes)
-        return;
-    uint64_t deficit = p->pinned_bytes - target[p->compute];
-    size_t n = r->devices->count;
-    int cpu = mgpu_device_index(r->devices, "cpu");
-    int first = p->default_wildcard ? cpu : -1;
-    for (size_t i = 0; i < p->alloc.entry_count && first < 0; i++)
-        if (p->alloc.entries[i].wildcard)
-            first = mgpu_device_index(r->devices, p->alloc.entries[i].device);
-    for (size_t k = 0; k <= n && deficit > 0; k++) {
-        int d = k == 0 ? first : (int)(n - k);
-        if (d < 0 || d == p->compute)
-            continue;
-        uint64_t take = target[d] < deficit ? target[d] : deficit;
-        target[d] -= take;
-        target[p->compute] += take;
-        deficit -= take;
-    }
 }
 
 static mgpu_status check_compute_fits(mgpu_plan *p, const mgpu_plan_request *r, uint64_t need,
@@ -344,14 +346,22 @@ static void choose_streamed(mgpu_plan *p, const mgpu_plan_request *r, uint64_t o
             continue;
         uint64_t size = mgpu_model_module_at(r->model, i)->nbytes;
         seen += size;
-        if ((double)(taken + size) <= (double)seen * share + 0.5 && taken + size <= offload) {
+        /* a relative tolerance only: exact shares (50% of equal modules)
+         * must not fall to rounding, and a tiny first module must not
+         * stream on an absolute slack */
+        if ((double)(taken + size) <= (double)seen * share * (1.0 + 1e-12) &&
+            taken + size <= offload) {
             streamed[i] = true;
             taken += size;
         }
     }
     /* Rounding can leave up to a module short: take the latest resident
-     * modules that bring the total closer to the target. */
-    for (size_t k = p->order_count; k-- > 0 && taken < offload;) {
+     * modules that bring the total closer to the target, never the first
+     * streamable one (the pipeline starts warm). */
+    size_t first = 0;
+    while (first < p->order_count && p->module_pinned[p->order[first]])
+        first++;
+    for (size_t k = p->order_count; k-- > first + 1 && taken < offload;) {
         uint32_t i = p->order[k];
         if (p->module_pinned[i] || streamed[i])
             continue;
@@ -365,57 +375,96 @@ static void choose_streamed(mgpu_plan *p, const mgpu_plan_request *r, uint64_t o
 }
 
 /* Gives each streamed module, in execution order, to the donor furthest
- * below its target (by share of its target), so every donor's modules are
- * spread through the pass too; ties go to the device written first. */
+ * below its target (by share of its target) among those it does not push
+ * more than half a module past their target, so every donor's modules are
+ * spread through the pass and each lands within half a module of its
+ * target where sizes allow (and the quota'd devices together within half a
+ * module of their sum); ties go to the device written first. A module
+ * that fits on no donor with a target goes to the one it overshoots least,
+ * then to any other listed device with room, and stays on the compute
+ * device when that still has room; only then is the plan refused. */
 static mgpu_status assign_donors(mgpu_plan *p, const mgpu_plan_request *r, const uint64_t *target,
                                  const bool *streamed, mgpu_error *err)
 {
     size_t n = r->devices->count;
-    int donors[MGPU_MAX_DEVICES];
-    size_t nd = 0;
-    /* written order first, then any other device with a target */
-    for (size_t i = 0; i < p->alloc.entry_count; i++) {
-        int d = mgpu_device_index(r->devices, p->alloc.entries[i].device);
-        if (d != p->compute && target[d] > 0)
+    int donors[MGPU_MAX_DEVICES], spare[MGPU_MAX_DEVICES];
+    size_t nd = 0, ns = 0;
+    bool seen[MGPU_MAX_DEVICES] = {false};
+    seen[p->compute] = true;
+    /* written order: expert entries, then normal-mode donors */
+    for (size_t i = 0; i < p->alloc.entry_count + p->alloc.donor_count; i++) {
+        const char *name = i < p->alloc.entry_count ? p->alloc.entries[i].device
+                                                    : p->alloc.donors[i - p->alloc.entry_count];
+        int d = mgpu_device_index(r->devices, name);
+        if (seen[d])
+            continue;
+        seen[d] = true;
+        if (target[d] > 0)
             donors[nd++] = d;
+        else
+            spare[ns++] = d;
     }
-    for (size_t i = 0; i < p->alloc.donor_count; i++) {
-        int d = mgpu_device_index(r->devices, p->alloc.donors[i]);
-        if (d != p->compute && target[d] > 0)
-            donors[nd++] = d;
-    }
-    for (size_t d = 0; d < n; d++) {
-        bool have = false;
-        for (size_t k = 0; k < nd; k++)
-            have |= donors[k] == (int)d;
-        if (!have && (int)d != p->compute && target[d] > 0)
+    for (size_t d = 0; d < n; d++) /* the default wildcard */
+        if (!seen[d] && target[d] > 0) {
+            seen[d] = true;
             donors[nd++] = (int)d;
-    }
+        }
     uint64_t assigned[MGPU_MAX_DEVICES] = {0};
+    /* Devices with a quota (all but the wildcard) are kept together within
+     * half a module of their summed targets, so their roundings cannot pile
+     * up on the wildcard. */
+    uint64_t capped_target = 0, capped_assigned = 0;
+    for (size_t j = 0; j < nd; j++)
+        if (p->device[donors[j]].quota_bytes != UINT64_MAX)
+            capped_target += target[donors[j]];
+    uint64_t resident = 0;
+    for (size_t k = 0; k < p->order_count; k++)
+        if (!streamed[p->order[k]])
+            resident += mgpu_model_module_at(r->model, p->order[k])->nbytes;
     for (size_t k = 0; k < p->order_count; k++) {
         uint32_t i = p->order[k];
         if (!streamed[i])
             continue;
         uint64_t size = mgpu_model_module_at(r->model, i)->nbytes;
         int best = -1;
-        double best_left = -INFINITY;
-        for (size_t j = 0; j < nd; j++) {
-            int d = donors[j];
-            if (assigned[d] + size > p->device[d].capacity_bytes)
-                continue;
-            double left = ((double)target[d] - (double)assigned[d]) / (double)target[d];
-            if (left > best_left) {
-                best_left = left;
-                best = d;
+        double best_score = -INFINITY;
+        for (int pass = 0; pass < 2 && best < 0; pass++)
+            for (size_t j = 0; j < nd; j++) {
+                int d = donors[j];
+                if (assigned[d] + size > p->device[d].capacity_bytes)
+                    continue;
+                double left = (double)target[d] - (double)assigned[d];
+                /* pass 0: within half a module of the target, most behind
+                 * first; pass 1: the least overshoot */
+                bool capped = p->device[d].quota_bytes != UINT64_MAX;
+                if (pass == 0 &&
+                    (left < (double)size / 2.0 ||
+                     (capped && (double)(capped_assigned + size) >
+                                    (double)capped_target + (double)size / 2.0)))
+                    continue;
+                double score = pass == 0 ? left / (double)target[d] : left;
+                if (score > best_score) {
+                    best_score = score;
+                    best = d;
+                }
             }
+        for (size_t j = 0; j < ns && best < 0; j++)
+            if (assigned[spare[j]] + size <= p->device[spare[j]].capacity_bytes)
+                best = spare[j];
+        if (best < 0 && resident + size <= p->device[p->compute].capacity_bytes) {
+            resident += size;
+            p->module_device[i] = p->compute;
+            continue;
         }
         if (best < 0)
             return mgpu_error_set(err, MGPU_ERR_ARGUMENT,
-                                  "allocation '%s': module '%s' (%.2f MiB) fits on no donor",
+                                  "allocation '%s': module '%s' (%.2f MiB) fits on no device",
                                   r->alloc ? r->alloc : "", mgpu_model_module_at(r->model, i)->name,
                                   (double)size / 1048576.0);
         p->module_device[i] = best;
         assigned[best] += size;
+        if (p->device[best].quota_bytes != UINT64_MAX)
+            capped_assigned += size;
     }
     return MGPU_OK;
 }
@@ -507,7 +556,6 @@ mgpu_status mgpu_plan_create(const mgpu_plan_request *r, mgpu_plan **out, mgpu_e
     if (s == MGPU_OK)
         s = compute_targets(p, r, target, err);
     if (s == MGPU_OK) {
-        make_room_for_pinned(p, r, target);
         s = check_compute_fits(p, r, target[p->compute], err);
     }
     if (s == MGPU_OK) {
@@ -518,25 +566,26 @@ mgpu_status mgpu_plan_create(const mgpu_plan_request *r, mgpu_plan **out, mgpu_e
         for (size_t k = 0; k < p->order_count; k++)
             if (!streamed[p->order[k]])
                 resident += mgpu_model_module_at(r->model, p->order[k])->nbytes;
+        /* Only modules some device still has room for beyond its target. */
+        uint64_t room = 0;
+        for (size_t d = 0; d < r->devices->count; d++)
+            if ((int)d != p->compute && p->device[d].capacity_bytes > target[d] &&
+                p->device[d].capacity_bytes - target[d] > room)
+                room = p->device[d].capacity_bytes - target[d];
         for (size_t k = p->order_count; k-- > 0 && resident > p->device[p->compute].capacity_bytes;) {
             uint32_t i = p->order[k];
-            if (!p->module_pinned[i] && !streamed[i]) {
+            uint64_t size = mgpu_model_module_at(r->model, i)->nbytes;
+            if (!p->module_pinned[i] && !streamed[i] && size <= room) {
                 streamed[i] = true;
-                resident -= mgpu_model_module_at(r->model, i)->nbytes;
+                resident -= size;
             }
         }
         if (resident > p->device[p->compute].capacity_bytes)
             s = check_compute_fits(p, r, resident, err);
     }
-    bool any_donor = false;
-    for (size_t d = 0; d < r->devices->count; d++)
-        any_donor |= (int)d != p->compute && target[d] > 0;
     bool any_streamed = false;
     for (size_t k = 0; k < p->order_count; k++)
         any_streamed |= streamed[p->order[k]];
-    if (s == MGPU_OK && any_streamed && !any_donor)
-        s = mgpu_error_set(err, MGPU_ERR_ARGUMENT, "plan: modules must leave %s but no donor has room",
-                           r->devices->devices[p->compute].name);
     for (size_t k = 0; s == MGPU_OK && k < p->order_count; k++)
         if (!streamed[p->order[k]])
             p->module_device[p->order[k]] = p->compute;

@@ -253,8 +253,9 @@ static void tally_report(const tally *t, const char *what)
         print_error("%s: %zu x %s\n", what, t->counts[k], t->kinds[k]);
 }
 
-/* Every proper prefix of a valid file (whose last tensor is not empty) is
- * truncated somewhere the reader must notice. */
+/* Every proper prefix of a valid file is truncated somewhere the reader must
+ * notice: each valid file ends with a non-empty tensor, except the two
+ * without tensors, whose prefixes may legitimately open. */
 static void test_truncations(void **state)
 {
     fixture *fx = *state;
