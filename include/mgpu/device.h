@@ -74,6 +74,12 @@ int mgpu_device_index(const mgpu_device_list *list, const char *name);
  * the two host links); 0 when unknown. */
 double mgpu_device_copy_bytes_per_s(const mgpu_device_list *list, int from, int to);
 
+/* Sequential read bandwidth of a file, reading up to max_bytes from its
+ * start with O_DIRECT where the file system allows it (*direct says whether
+ * it did; buffered reads of a cached file measure RAM, not the disk). */
+mgpu_status mgpu_disk_measure_read(const char *path, uint64_t max_bytes, double *bytes_per_s,
+                                   bool *direct, mgpu_error *err);
+
 /* "cpu, cuda:0, cuda:1, disk" into buf, for error messages. */
 void mgpu_device_list_names(const mgpu_device_list *list, char *buf, size_t size);
 

@@ -17,6 +17,9 @@ int cli_plan(int argc, char **argv);
 /* --devices SPEC, else $MGPU_DEVICES, else the real inventory; prints the
  * error and returns CLI_EXIT_FAILURE on a bad spec. */
 int cli_load_devices(const char *spec, mgpu_device_list *out);
+/* Sets the disk's read bandwidth from "measure" (reading `file`) or a
+ * bandwidth like "1.5gbps". */
+int cli_set_disk_bandwidth(mgpu_device_list *list, const char *arg, const char *file);
 /* Prints a JSON document (indented) and a newline on stdout; takes the
  * reference. */
 void cli_print_json(struct json_t *root);

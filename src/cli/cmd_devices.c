@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/units.h"
 #include "mgpu/device.h"
 
 int cli_load_devices(const char *spec, mgpu_device_list *out)
@@ -21,6 +22,35 @@ int cli_load_devices(const char *spec, mgpu_device_list *out)
         cli_error("%s", err.message);
         return CLI_EXIT_FAILURE;
     }
+    return CLI_EXIT_OK;
+}
+
+int cli_set_disk_bandwidth(mgpu_device_list *list, const char *arg, const char *file)
+{
+    int d = mgpu_device_index(list, "disk");
+    if (d < 0) {
+        cli_error("--disk-bandwidth: the device list has no disk");
+        return CLI_EXIT_USAGE;
+    }
+    double bw = 0.0;
+    if (strcmp(arg, "measure") == 0) {
+        mgpu_error err = {0};
+        bool direct;
+        /* 1 GiB at most: a few seconds at SATA speeds, enough for NVMe */
+        if (mgpu_disk_measure_read(file, UINT64_C(1) << 30, &bw, &direct, &err) != MGPU_OK) {
+            cli_error("%s", err.message);
+            return CLI_EXIT_FAILURE;
+        }
+        fprintf(stderr, "mgpu: disk read %.2f GB/s on %s%s\n", bw / 1e9, file,
+                direct ? " (O_DIRECT)" : " (buffered: the page cache may have served it)");
+    } else {
+        size_t unit_at;
+        if (mgpu_parse_bandwidth(arg, strlen(arg), &bw, &unit_at) != MGPU_UNIT_OK || bw <= 0) {
+            cli_error("--disk-bandwidth takes 'measure' or a bandwidth like 1.5gbps, not '%s'", arg);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    list->devices[d].host_link_bytes_per_s = bw;
     return CLI_EXIT_OK;
 }
 
@@ -133,16 +163,19 @@ static json_t *to_json(const mgpu_device_list *l)
 int cli_devices(int argc, char **argv)
 {
     int json = 0;
-    const char *spec = NULL;
+    const char *spec = NULL, *measure = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--devices") == 0 && i + 1 < argc) {
             spec = argv[++i];
+        } else if (strcmp(argv[i], "--measure-disk") == 0 && i + 1 < argc) {
+            measure = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs("usage: mgpu devices [--json] [--devices SPEC]\n"
+            fputs("usage: mgpu devices [--json] [--devices SPEC] [--measure-disk FILE]\n"
                   "  SPEC simulates an inventory, e.g. 'cuda:0=24gib@25gbps,cpu=64gib'\n"
-                  "  (also read from MGPU_DEVICES)\n",
+                  "  (also read from MGPU_DEVICES)\n"
+                  "  --measure-disk FILE  the disk's read bandwidth, reading FILE (up to 1 GiB)\n",
                   stdout);
             return CLI_EXIT_OK;
         } else {
@@ -156,6 +189,8 @@ int cli_devices(int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     int rc = cli_load_devices(spec, l);
+    if (rc == CLI_EXIT_OK && measure)
+        rc = cli_set_disk_bandwidth(l, "measure", measure);
     if (rc == CLI_EXIT_OK) {
         if (json) {
             cli_print_json(to_json(l));

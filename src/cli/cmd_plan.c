@@ -230,11 +230,13 @@ static json_t *plan_json(const mgpu_plan *p)
 static void plan_usage(FILE *f)
 {
     fputs("usage: mgpu plan MODEL --alloc STRING [--compute DEV] [--devices SPEC]\n"
-          "                 [--reserve SIZE] [--pin-below SIZE] [--component N|ARCH|PREFIX] [--json]\n"
+          "                 [--reserve SIZE] [--pin-below SIZE] [--component N|ARCH|PREFIX]\n"
+          "                 [--disk-bandwidth measure|SPEED] [--json]\n"
           "  STRING   DisTorch allocation: '#cuda:0;4.0;cpu', 'cuda:0,2.5gb;cpu,*',\n"
           "           'cuda:0,25%;cpu,75%', 'cuda:0,0.5;cpu,0.5' (see docs/allocation.md)\n"
           "  SPEC     simulated devices, e.g. 'cuda:0=24gib@25gbps,cpu=64gib' ($MGPU_DEVICES)\n"
-          "  SIZE     bytes with a unit: 2gb, 512mb\n",
+          "  SIZE     bytes with a unit: 2gb, 512mb\n"
+          "  SPEED    the disk tier's read bandwidth, or 'measure' to read the model file\n",
           f);
 }
 
@@ -251,6 +253,7 @@ static int parse_size_arg(const char *flag, const char *v, uint64_t *out)
 int cli_plan(int argc, char **argv)
 {
     const char *model_path = NULL, *alloc = NULL, *compute = NULL, *spec = NULL, *component = NULL;
+    const char *disk_bandwidth = NULL;
     uint64_t reserve = 0, pin_below = MGPU_PLAN_DEFAULT_PIN_BELOW;
     int json = 0;
     for (int i = 0; i < argc; i++) {
@@ -272,6 +275,8 @@ int cli_plan(int argc, char **argv)
             spec = argv[++i];
         } else if (strcmp(a, "--component") == 0) {
             component = argv[++i];
+        } else if (strcmp(a, "--disk-bandwidth") == 0) {
+            disk_bandwidth = argv[++i];
         } else if (strcmp(a, "--reserve") == 0) {
             if (!parse_size_arg(a, argv[++i], &reserve))
                 return CLI_EXIT_USAGE;
@@ -306,6 +311,8 @@ int cli_plan(int argc, char **argv)
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
+    if (rc == CLI_EXIT_OK && disk_bandwidth)
+        rc = cli_set_disk_bandwidth(devices, disk_bandwidth, mgpu_model_file_at(m, 0)->path);
     int comp = -1;
     if (rc == CLI_EXIT_OK && component) {
         for (size_t c = 0; c < mgpu_model_component_count(m) && comp < 0; c++) {

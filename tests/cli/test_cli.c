@@ -334,6 +334,16 @@ static void test_devices_and_plan(void **state)
     r = run(args);
     assert_int_equal(r.code, 2);
     run_free(&r);
+    snprintf(args, sizeof args, "plan '%s' --devices '%s,disk' --alloc 'cpu,1gb;disk,*' "
+                                "--disk-bandwidth 2gbps --json", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "\"link_bytes_per_s\": 2000000000"));
+    run_free(&r);
+    snprintf(args, sizeof args, "plan '%s' --devices '%s,disk' --disk-bandwidth fast", full, devices);
+    r = run(args);
+    assert_int_equal(r.code, 2);
+    run_free(&r);
     snprintf(args, sizeof args, "plan '%s' --devices '%s' --reserve lots", full, devices);
     r = run(args);
     assert_int_equal(r.code, 2);

@@ -160,6 +160,27 @@ static void test_discover(void **state)
     assert_non_null(mgpu_device_find(&l, "disk"));
 }
 
+static void test_disk_measure(void **state)
+{
+    (void)state;
+    const char *path = test_path("disk.bin");
+    FILE *f = fopen(path, "wb");
+    static char block[1 << 16];
+    for (int i = 0; i < 64; i++) /* 4 MiB */
+        fwrite(block, 1, sizeof block, f);
+    fclose(f);
+    double bw = 0;
+    bool direct;
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_disk_measure_read(path, UINT64_C(1) << 30, &bw, &direct, &err), MGPU_OK);
+    assert_true(bw > 0);
+    /* reading less than the file is allowed */
+    assert_int_equal(mgpu_disk_measure_read(path, 1 << 20, &bw, &direct, &err), MGPU_OK);
+    remove(path);
+    assert_int_equal(mgpu_disk_measure_read(path, 1 << 20, &bw, &direct, &err), MGPU_ERR_IO);
+    assert_non_null(strstr(err.message, "disk.bin"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_simulate_errors),
         cmocka_unit_test(test_cpu_memory),
         cmocka_unit_test(test_discover),
+        cmocka_unit_test(test_disk_measure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
