@@ -1,0 +1,26 @@
+/* The CPU linear layer over weights of any stored dtype. Internal. */
+#ifndef MGPU_OPS_CPU_LINEAR_H
+#define MGPU_OPS_CPU_LINEAR_H
+
+#include <stdint.h>
+
+#include "mgpu/dtype.h"
+#include "ops/threadpool.h"
+
+/* y[rows][out] = x[rows][in] * W^T (+ bias[out]), with W stored [out][in]
+ * as `w_dtype` (rows of `in` values, whole blocks). W is decoded a tile of
+ * output rows at a time into f32 scratch and multiplied with OpenBLAS
+ * sgemm, so no f32 copy of a whole weight ever exists. The tiling depends
+ * only on the shapes and dtype, never on where W lives, so the result is
+ * the same bits whether W is resident, streamed or read from disk.
+ * MGPU_ERR_ARGUMENT for a dtype that cannot be decoded or a row that is not
+ * whole blocks; MGPU_ERR_NO_MEMORY if the scratch cannot be allocated. */
+mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void *w,
+                            mgpu_dtype w_dtype, int64_t out, const float *bias, float *y,
+                            mgpu_threadpool *pool);
+
+/* Output rows per decoded tile for a given row length: about 4 MiB of f32,
+ * a multiple of 16. */
+int64_t mgpu_cpu_linear_tile_rows(int64_t in);
+
+#endif
