@@ -1,0 +1,416 @@
+/* See executor.h. One copy thread and a condition variable: the thread walks
+ * the streamed blocks in execution order (cyclically: after the last block
+ * of a step comes the first of the next), loading each into its own slot as
+ * soon as the staging budget has room; compute waits in enter_block only
+ * when the copy of that block has not finished, and leave_block gives the
+ * slot back. */
+#define _GNU_SOURCE /* O_DIRECT */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "exec/executor.h"
+
+enum { ALIGN = 4096 };
+
+typedef enum unit_state { UNIT_EMPTY, UNIT_LOADING, UNIT_READY } unit_state;
+
+typedef struct streamed {
+    const mgpu_model_tensor *tensor;
+    uint32_t index;       /* in the model's tensor list */
+    int device;           /* where it is stored */
+    uint64_t slot_offset; /* of its aligned region */
+    uint64_t lead;        /* bytes before the tensor in its region (disk alignment) */
+    uint64_t region;      /* bytes read or copied into the region */
+} streamed;
+
+typedef struct unit {
+    int block;
+    size_t first, count; /* into ex->streamed */
+    uint64_t slot_bytes;
+    unit_state state;
+    uint8_t *slot;
+    mgpu_status load_status;
+    char load_error[MGPU_ERROR_MESSAGE_BYTES];
+} unit;
+
+struct mgpu_executor {
+    const mgpu_plan *plan;
+    const mgpu_model *model;
+    mgpu_executor_options options;
+    streamed *streamed;
+    size_t streamed_count;
+    unit *units;
+    size_t unit_count;
+    int *unit_of_block;      /* per model block: unit index or -1 */
+    const void **slot_data;  /* per model tensor: where it sits in staging, if it does */
+    void **loose;            /* per model tensor outside any block, streamed: its copy */
+    int *fds;                /* per model file: opened lazily for disk reads */
+    int *fds_direct;         /* whether that descriptor uses O_DIRECT */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    size_t cursor;
+    uint64_t used;
+    bool stopping;
+    double first_enter, last_leave;
+    mgpu_exec_stats stats;
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_seconds(double s)
+{
+    if (s <= 0)
+        return;
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+static bool is_disk(const mgpu_executor *ex, int device)
+{
+    return ex->plan->devices->devices[device].kind == MGPU_DEVICE_DISK;
+}
+
+/* Opens model file `file` for reading, with O_DIRECT where allowed. */
+static int file_fd(mgpu_executor *ex, uint32_t file, mgpu_error *err)
+{
+    if (ex->fds[file] >= 0)
+        return ex->fds[file];
+    const char *path = mgpu_model_file_at(ex->model, file)->path;
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    ex->fds_direct[file] = fd >= 0;
+    if (fd < 0)
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        mgpu_error_set(err, MGPU_ERR_IO, "%s: cannot open for streaming: %s", path, strerror(errno));
+    ex->fds[file] = fd;
+    return fd;
+}
+
+/* Copies one streamed tensor into its region, paced to the link. */
+static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *region,
+                               mgpu_error *err)
+{
+    const mgpu_model_tensor *t = s->tensor;
+    const mgpu_plan_device *pd = &ex->plan->device[s->device];
+    double start = now();
+    if (is_disk(ex, s->device)) {
+        int fd = file_fd(ex, t->file, err);
+        if (fd < 0)
+            return MGPU_ERR_IO;
+        uint64_t at = t->info.file_offset - s->lead, done = 0;
+        while (done < s->lead + t->info.nbytes) {
+            ssize_t got = pread(fd, region + done, (size_t)(s->region - done), (off_t)(at + done));
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0)
+                return mgpu_error_set(err, MGPU_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s",
+                                      mgpu_model_file_at(ex->model, t->file)->path, t->info.name,
+                                      (unsigned long long)(at + done),
+                                      got < 0 ? strerror(errno) : "unexpected end of file");
+            done += (uint64_t)got;
+        }
+    } else {
+        memcpy(region, t->info.data, (size_t)t->info.nbytes);
+    }
+    /* Simulated links: take as long as the link would. */
+    const mgpu_device *dev = &ex->plan->devices->devices[s->device];
+    const mgpu_device *cmp = &ex->plan->devices->devices[ex->plan->compute];
+    if (ex->options.pace_simulated && (dev->simulated || cmp->simulated) &&
+        pd->copy_bytes_per_s > 0 && isfinite(pd->copy_bytes_per_s))
+        sleep_seconds((double)t->info.nbytes / pd->copy_bytes_per_s - (now() - start));
+    return MGPU_OK;
+}
+
+static void *copy_thread(void *arg)
+{
+    mgpu_executor *ex = arg;
+    pthread_mutex_lock(&ex->lock);
+    while (!ex->stopping) {
+        /* the next empty unit from the cursor, cyclically */
+        size_t pick = SIZE_MAX;
+        for (size_t k = 0; k < ex->unit_count && pick == SIZE_MAX; k++) {
+            size_t u = (ex->cursor + k) % ex->unit_count;
+            if (ex->units[u].state == UNIT_EMPTY)
+                pick = u;
+            else if (ex->units[u].state == UNIT_LOADING)
+                break;
+        }
+        if (pick == SIZE_MAX ||
+            (ex->used > 0 && ex->used + ex->units[pick].slot_bytes > ex->stats.staging_budget_bytes)) {
+            pthread_cond_wait(&ex->changed, &ex->lock);
+            continue;
+        }
+        unit *u = &ex->units[pick];
+        u->state = UNIT_LOADING;
+        ex->used += u->slot_bytes;
+        if (ex->used > ex->stats.staging_peak_bytes)
+            ex->stats.staging_peak_bytes = ex->used;
+        ex->cursor = (pick + 1) % ex->unit_count;
+        pthread_mutex_unlock(&ex->lock);
+
+        double start = now();
+        mgpu_error err = {0};
+        mgpu_status s = MGPU_OK;
+        void *slot = NULL;
+        if (posix_memalign(&slot, ALIGN, (size_t)(u->slot_bytes ? u->slot_bytes : ALIGN)) != 0) {
+            slot = NULL;
+            s = mgpu_error_set(&err, MGPU_ERR_NO_MEMORY, "out of memory for a %llu-byte staging slot",
+                               (unsigned long long)u->slot_bytes);
+        }
+        for (size_t i = 0; i < u->count && s == MGPU_OK; i++) {
+            const streamed *st = &ex->streamed[u->first + i];
+            s = load_tensor(ex, st, (uint8_t *)slot + st->slot_offset, &err);
+        }
+        double took = now() - start;
+
+        pthread_mutex_lock(&ex->lock);
+        ex->stats.copy_seconds += took;
+        u->slot = slot;
+        u->load_status = s;
+        if (s != MGPU_OK)
+            memcpy(u->load_error, err.message, sizeof u->load_error);
+        else {
+            ex->stats.blocks_streamed++;
+            for (size_t i = 0; i < u->count; i++) {
+                const streamed *st = &ex->streamed[u->first + i];
+                ex->slot_data[st->index] = (uint8_t *)slot + st->slot_offset + st->lead;
+                ex->stats.bytes_copied[st->device] += st->tensor->info.nbytes;
+            }
+        }
+        u->state = UNIT_READY;
+        pthread_cond_broadcast(&ex->changed);
+    }
+    pthread_mutex_unlock(&ex->lock);
+    return NULL;
+}
+
+static mgpu_status enter_block(void *context, int block, mgpu_error *err)
+{
+    mgpu_executor *ex = context;
+    double t0 = now();
+    pthread_mutex_lock(&ex->lock);
+    if (ex->first_enter == 0)
+        ex->first_enter = t0;
+    int k = block >= 0 && (size_t)block < mgpu_model_block_count(ex->model) ? ex->unit_of_block[block] : -1;
+    mgpu_status s = MGPU_OK;
+    if (k >= 0) {
+        unit *u = &ex->units[k];
+        /* out of the expected order: point the copy thread here */
+        if (u->state == UNIT_EMPTY) {
+            ex->cursor = (size_t)k;
+            pthread_cond_broadcast(&ex->changed);
+        }
+        while (u->state != UNIT_READY)
+            pthread_cond_wait(&ex->changed, &ex->lock);
+        if (u->load_status != MGPU_OK)
+            s = mgpu_error_set(err, u->load_status, "%s", u->load_error);
+    }
+    ex->stats.wait_seconds += now() - t0;
+    pthread_mutex_unlock(&ex->lock);
+    return s;
+}
+
+static void leave_block(void *context, int block)
+{
+    mgpu_executor *ex = context;
+    pthread_mutex_lock(&ex->lock);
+    int k = block >= 0 && (size_t)block < mgpu_model_block_count(ex->model) ? ex->unit_of_block[block] : -1;
+    if (k >= 0 && ex->units[k].state == UNIT_READY) {
+        unit *u = &ex->units[k];
+        for (size_t i = 0; i < u->count; i++)
+            ex->slot_data[ex->streamed[u->first + i].index] = NULL;
+        free(u->slot);
+        u->slot = NULL;
+        u->state = UNIT_EMPTY;
+        ex->used -= u->slot_bytes;
+        pthread_cond_broadcast(&ex->changed);
+    }
+    ex->last_leave = now();
+    pthread_mutex_unlock(&ex->lock);
+}
+
+static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_error *err)
+{
+    mgpu_executor *ex = context;
+    uint32_t index = (uint32_t)(t - mgpu_model_tensor_at(ex->model, 0));
+    int device = ex->plan->module_device[t->module];
+    if (device == ex->plan->compute)
+        return t->info.data;
+    pthread_mutex_lock(&ex->lock);
+    const void *p = ex->slot_data[index];
+    pthread_mutex_unlock(&ex->lock);
+    if (p)
+        return p;
+    const mgpu_model_module *m = mgpu_model_module_at(ex->model, t->module);
+    if (m->block >= 0 && ex->unit_of_block[m->block] >= 0) {
+        mgpu_error_set(err, MGPU_ERR_ARGUMENT, "tensor '%s' was used outside its block",
+                       t->info.name);
+        return NULL;
+    }
+    /* A streamed module outside any block: copied once, kept. */
+    if (!ex->loose[index]) {
+        streamed s = {t, index, device, 0, 0, 0};
+        uint64_t lead = is_disk(ex, device) ? t->info.file_offset % ALIGN : 0;
+        s.lead = lead;
+        s.region = round_up(lead + t->info.nbytes, ALIGN);
+        void *buf = NULL;
+        if (posix_memalign(&buf, ALIGN, (size_t)s.region) != 0) {
+            mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory for tensor '%s'", t->info.name);
+            return NULL;
+        }
+        if (load_tensor(ex, &s, buf, err) != MGPU_OK) {
+            free(buf);
+            return NULL;
+        }
+        pthread_mutex_lock(&ex->lock);
+        ex->stats.bytes_copied[device] += t->info.nbytes;
+        pthread_mutex_unlock(&ex->lock);
+        ex->loose[index] = buf;
+        return (uint8_t *)buf + lead;
+    }
+    return (uint8_t *)ex->loose[index] + (is_disk(ex, device) ? t->info.file_offset % ALIGN : 0);
+}
+
+mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_options *options,
+                                 mgpu_executor **out, mgpu_error *err)
+{
+    *out = NULL;
+    mgpu_executor *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    ex->plan = plan;
+    ex->model = plan->model;
+    ex->options = options ? *options : (mgpu_executor_options){0, 1};
+    pthread_mutex_init(&ex->lock, NULL);
+    pthread_cond_init(&ex->changed, NULL);
+    size_t nt = mgpu_model_tensor_count(ex->model), nb = mgpu_model_block_count(ex->model);
+    size_t nf = mgpu_model_file_count(ex->model);
+    ex->streamed = calloc(nt ? nt : 1, sizeof *ex->streamed);
+    ex->units = calloc(nb ? nb : 1, sizeof *ex->units);
+    ex->unit_of_block = malloc((nb ? nb : 1) * sizeof *ex->unit_of_block);
+    ex->slot_data = calloc(nt ? nt : 1, sizeof *ex->slot_data);
+    ex->loose = calloc(nt ? nt : 1, sizeof *ex->loose);
+    ex->fds = malloc((nf ? nf : 1) * sizeof *ex->fds);
+    ex->fds_direct = calloc(nf ? nf : 1, sizeof *ex->fds_direct);
+    if (!ex->streamed || !ex->units || !ex->unit_of_block || !ex->slot_data || !ex->loose ||
+        !ex->fds || !ex->fds_direct) {
+        mgpu_executor_free(ex);
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    }
+    for (size_t f = 0; f < nf; f++)
+        ex->fds[f] = -1;
+    /* One unit per block with streamed tensors, in block order, which is
+     * the execution order the model enters them in. */
+    uint64_t largest = 0;
+    for (size_t b = 0; b < nb; b++) {
+        ex->unit_of_block[b] = -1;
+        unit *u = &ex->units[ex->unit_count];
+        u->block = (int)b;
+        u->first = ex->streamed_count;
+        for (size_t i = 0; i < nt; i++) {
+            const mgpu_model_tensor *t = mgpu_model_tensor_at(ex->model, i);
+            const mgpu_model_module *m = mgpu_model_module_at(ex->model, t->module);
+            int device = plan->module_device[t->module];
+            if (m->block != (int32_t)b || device < 0 || device == plan->compute)
+                continue;
+            streamed *s = &ex->streamed[ex->streamed_count++];
+            s->tensor = t;
+            s->index = (uint32_t)i;
+            s->device = device;
+            s->lead = is_disk(ex, device) ? t->info.file_offset % ALIGN : 0;
+            s->region = round_up(s->lead + t->info.nbytes, ALIGN);
+            s->slot_offset = u->slot_bytes;
+            u->slot_bytes += s->region;
+            u->count++;
+        }
+        if (u->count) {
+            ex->unit_of_block[b] = (int)ex->unit_count++;
+            if (u->slot_bytes > largest)
+                largest = u->slot_bytes;
+        }
+    }
+    ex->stats.staging_budget_bytes = ex->options.staging_bytes ? ex->options.staging_bytes : 2 * largest;
+    if (ex->stats.staging_budget_bytes < largest) {
+        mgpu_status s = mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                                       "staging budget of %llu bytes cannot hold the largest streamed "
+                                       "block (%llu bytes)",
+                                       (unsigned long long)ex->stats.staging_budget_bytes,
+                                       (unsigned long long)largest);
+        mgpu_executor_free(ex);
+        return s;
+    }
+    if (ex->unit_count > 0) {
+        if (pthread_create(&ex->thread, NULL, copy_thread, ex) != 0) {
+            mgpu_executor_free(ex);
+            return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "cannot start the copy thread");
+        }
+        ex->thread_started = true;
+    }
+    *out = ex;
+    return MGPU_OK;
+}
+
+void mgpu_executor_free(mgpu_executor *ex)
+{
+    if (!ex)
+        return;
+    if (ex->thread_started) {
+        pthread_mutex_lock(&ex->lock);
+        ex->stopping = true;
+        pthread_cond_broadcast(&ex->changed);
+        pthread_mutex_unlock(&ex->lock);
+        pthread_join(ex->thread, NULL);
+    }
+    for (size_t u = 0; ex->units && u < ex->unit_count; u++)
+        free(ex->units[u].slot);
+    size_t nt = mgpu_model_tensor_count(ex->model);
+    for (size_t i = 0; ex->loose && i < nt; i++)
+        free(ex->loose[i]);
+    for (size_t f = 0; ex->fds && f < mgpu_model_file_count(ex->model); f++)
+        if (ex->fds[f] >= 0)
+            close(ex->fds[f]);
+    pthread_cond_destroy(&ex->changed);
+    pthread_mutex_destroy(&ex->lock);
+    free(ex->streamed);
+    free(ex->units);
+    free(ex->unit_of_block);
+    free(ex->slot_data);
+    free(ex->loose);
+    free(ex->fds);
+    free(ex->fds_direct);
+    free(ex);
+}
+
+mgpu_tensor_source mgpu_executor_source(mgpu_executor *ex)
+{
+    mgpu_tensor_source s = {ex, enter_block, leave_block, tensor_data};
+    return s;
+}
+
+void mgpu_executor_stats(const mgpu_executor *ex, mgpu_exec_stats *out)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&ex->lock);
+    *out = ex->stats;
+    out->busy_seconds = ex->last_leave > ex->first_enter ? ex->last_leave - ex->first_enter : 0;
+    pthread_mutex_unlock((pthread_mutex_t *)&ex->lock);
+}

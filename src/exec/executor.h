@@ -1,0 +1,43 @@
+/* The streaming executor: a tensor source that follows a placement plan.
+ * Modules on the compute device are read in place; the others are copied,
+ * a block at a time, into a bounded staging area by a copy thread that runs
+ * ahead of compute as far as the staging budget allows: from RAM or another
+ * (simulated) GPU with memcpy paced to the link's bandwidth, from the disk
+ * with O_DIRECT reads into our own aligned buffers (so the page cache is not
+ * what holds the model). Internal to libmgpu. */
+#ifndef MGPU_EXEC_EXECUTOR_H
+#define MGPU_EXEC_EXECUTOR_H
+
+#include <stdint.h>
+
+#include "exec/source.h"
+#include "mgpu/plan.h"
+
+typedef struct mgpu_executor mgpu_executor;
+
+typedef struct mgpu_executor_options {
+    /* Staging budget in bytes; 0: room for two of the largest streamed
+     * blocks (double buffering). Must hold the largest streamed block. */
+    uint64_t staging_bytes;
+    /* Honour simulated link bandwidths by pacing copies (default on for
+     * simulated devices; real RAM copies are never slowed). */
+    int pace_simulated;
+} mgpu_executor_options;
+
+typedef struct mgpu_exec_stats {
+    uint64_t bytes_copied[MGPU_MAX_DEVICES]; /* by source device index */
+    uint64_t blocks_streamed;
+    double copy_seconds;      /* time the copy thread spent moving bytes */
+    double wait_seconds;      /* time compute waited for a block to arrive */
+    double busy_seconds;      /* wall time between the first enter and the last leave */
+    uint64_t staging_peak_bytes;
+    uint64_t staging_budget_bytes;
+} mgpu_exec_stats;
+
+mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_options *options,
+                                 mgpu_executor **out, mgpu_error *err);
+void mgpu_executor_free(mgpu_executor *ex);
+mgpu_tensor_source mgpu_executor_source(mgpu_executor *ex);
+void mgpu_executor_stats(const mgpu_executor *ex, mgpu_exec_stats *out);
+
+#endif

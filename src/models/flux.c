@@ -1,0 +1,665 @@
+/* FLUX.1 DiT forward; see flux.h. The structure follows the published
+ * model (BFL's flux repository, ComfyUI's comfy/ldm/flux): tensor names are
+ * theirs, every computation is written here against the CPU kernels. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "models/flux.h"
+#include "ops/cpu_linear.h"
+#include "ops/cpu_ops.h"
+
+enum { MAX_BLOCKS = 256 };
+static const float NORM_EPS = 1e-6f;
+
+typedef struct linear_w {
+    const mgpu_model_tensor *weight, *bias;
+} linear_w;
+
+typedef struct double_block {
+    int block;
+    linear_w img_mod, img_qkv, img_proj, img_mlp0, img_mlp2;
+    linear_w txt_mod, txt_qkv, txt_proj, txt_mlp0, txt_mlp2;
+    const mgpu_model_tensor *img_q_scale, *img_k_scale, *txt_q_scale, *txt_k_scale;
+} double_block;
+
+typedef struct single_block {
+    int block;
+    linear_w mod, linear1, linear2;
+    const mgpu_model_tensor *q_scale, *k_scale;
+} single_block;
+
+struct mgpu_flux {
+    mgpu_flux_config cfg;
+    const mgpu_model *model;
+    int component;
+    linear_w img_in, txt_in, time_in0, time_in1, vector_in0, vector_in1, guidance_in0,
+        guidance_in1, final_mod, final_linear;
+    double_block *doubles;
+    single_block *singles;
+};
+
+/* ---- loading ------------------------------------------------------------ */
+
+typedef struct loader {
+    const mgpu_model *model;
+    int component;
+    mgpu_error *err;
+} loader;
+
+static const mgpu_model_tensor *find(const loader *l, const char *name)
+{
+    /* the component's own tensor, by stripped name */
+    for (size_t i = 0; i < mgpu_model_tensor_count(l->model); i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(l->model, i);
+        if ((int)t->component == l->component && strcmp(t->name, name) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,
+                        const mgpu_model_tensor **out)
+{
+    const mgpu_model_tensor *t = find(l, name);
+    if (!t)
+        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: missing tensor '%s'", name);
+    bool ok = t->info.ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++)
+        ok = t->info.shape[d] == (uint64_t)shape[d];
+    if (!ok) {
+        char want[96] = "[";
+        for (int d = 0; d < ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                     (long long)shape[d]);
+        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: tensor '%s' should have shape %s]",
+                              name, want);
+    }
+    if (!mgpu_dtype_get_info(t->info.dtype)->floating)
+        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: tensor '%s' holds %s, not numbers",
+                              name, mgpu_dtype_name(t->info.dtype));
+    *out = t;
+    return MGPU_OK;
+}
+
+/* A Linear: NAME.weight [out, in] and NAME.bias [out]. */
+static mgpu_status need_linear(const loader *l, const char *name, int64_t out, int64_t in,
+                               linear_w *w)
+{
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s.weight", name);
+    mgpu_status s = need(l, buf, 2, (const int64_t[]){out, in}, &w->weight);
+    if (s != MGPU_OK)
+        return s;
+    snprintf(buf, sizeof buf, "%s.bias", name);
+    return need(l, buf, 1, (const int64_t[]){out}, &w->bias);
+}
+
+static int count_blocks(const loader *l, const char *prefix)
+{
+    char name[160];
+    int n = 0;
+    for (;;) {
+        snprintf(name, sizeof name, "%s.%d.", prefix, n);
+        bool found = false;
+        for (size_t i = 0; i < mgpu_model_tensor_count(l->model) && !found; i++) {
+            const mgpu_model_tensor *t = mgpu_model_tensor_at(l->model, i);
+            found = (int)t->component == l->component && strncmp(t->name, name, strlen(name)) == 0;
+        }
+        if (!found || n == MAX_BLOCKS)
+            return n;
+        n++;
+    }
+}
+
+static int block_index(const loader *l, const char *name)
+{
+    for (size_t i = 0; i < mgpu_model_block_count(l->model); i++) {
+        const mgpu_model_block *b = mgpu_model_block_at(l->model, i);
+        if ((int)b->component == l->component && strcmp(b->name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static mgpu_status load_double(const loader *l, const mgpu_flux_config *c, int i, double_block *b)
+{
+    char p[96], n[160];
+    mgpu_status s = MGPU_OK;
+    int64_t h = c->hidden, d = c->head_dim;
+    snprintf(p, sizeof p, "double_blocks.%d", i);
+    b->block = block_index(l, p);
+    const char *sides[2] = {"img", "txt"};
+    for (int side = 0; side < 2 && s == MGPU_OK; side++) {
+        linear_w *mod = side ? &b->txt_mod : &b->img_mod, *qkv = side ? &b->txt_qkv : &b->img_qkv;
+        linear_w *proj = side ? &b->txt_proj : &b->img_proj;
+        linear_w *m0 = side ? &b->txt_mlp0 : &b->img_mlp0, *m2 = side ? &b->txt_mlp2 : &b->img_mlp2;
+        const mgpu_model_tensor **qs = side ? &b->txt_q_scale : &b->img_q_scale;
+        const mgpu_model_tensor **ks = side ? &b->txt_k_scale : &b->img_k_scale;
+        snprintf(n, sizeof n, "%s.%s_mod.lin", p, sides[side]);
+        s = need_linear(l, n, 6 * h, h, mod);
+        snprintf(n, sizeof n, "%s.%s_attn.qkv", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need_linear(l, n, 3 * h, h, qkv);
+        snprintf(n, sizeof n, "%s.%s_attn.proj", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need_linear(l, n, h, h, proj);
+        snprintf(n, sizeof n, "%s.%s_mlp.0", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need_linear(l, n, c->mlp_hidden, h, m0);
+        snprintf(n, sizeof n, "%s.%s_mlp.2", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need_linear(l, n, h, c->mlp_hidden, m2);
+        snprintf(n, sizeof n, "%s.%s_attn.norm.query_norm.scale", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need(l, n, 1, (const int64_t[]){d}, qs);
+        snprintf(n, sizeof n, "%s.%s_attn.norm.key_norm.scale", p, sides[side]);
+        if (s == MGPU_OK)
+            s = need(l, n, 1, (const int64_t[]){d}, ks);
+    }
+    return s;
+}
+
+static mgpu_status load_single(const loader *l, const mgpu_flux_config *c, int i, single_block *b)
+{
+    char p[96], n[160];
+    int64_t h = c->hidden;
+    snprintf(p, sizeof p, "single_blocks.%d", i);
+    b->block = block_index(l, p);
+    snprintf(n, sizeof n, "%s.modulation.lin", p);
+    mgpu_status s = need_linear(l, n, 3 * h, h, &b->mod);
+    snprintf(n, sizeof n, "%s.linear1", p);
+    if (s == MGPU_OK)
+        s = need_linear(l, n, 3 * h + c->mlp_hidden, h, &b->linear1);
+    snprintf(n, sizeof n, "%s.linear2", p);
+    if (s == MGPU_OK)
+        s = need_linear(l, n, h, h + c->mlp_hidden, &b->linear2);
+    snprintf(n, sizeof n, "%s.norm.query_norm.scale", p);
+    if (s == MGPU_OK)
+        s = need(l, n, 1, (const int64_t[]){c->head_dim}, &b->q_scale);
+    snprintf(n, sizeof n, "%s.norm.key_norm.scale", p);
+    if (s == MGPU_OK)
+        s = need(l, n, 1, (const int64_t[]){c->head_dim}, &b->k_scale);
+    return s;
+}
+
+mgpu_status mgpu_flux_load(const mgpu_model *model, int component, const mgpu_flux_settings *set,
+                           mgpu_flux **out, mgpu_error *err)
+{
+    *out = NULL;
+    loader l = {model, component, err};
+    const mgpu_model_tensor *img_in = find(&l, "img_in.weight");
+    const mgpu_model_tensor *txt_in = find(&l, "txt_in.weight");
+    const mgpu_model_tensor *vec_in = find(&l, "vector_in.in_layer.weight");
+    const mgpu_model_tensor *mlp0 = find(&l, "double_blocks.0.img_mlp.0.weight");
+    const mgpu_model_tensor *final = find(&l, "final_layer.linear.weight");
+    const char *missing = !img_in   ? "img_in.weight"
+                          : !txt_in ? "txt_in.weight"
+                          : !vec_in ? "vector_in.in_layer.weight"
+                          : !mlp0   ? "double_blocks.0.img_mlp.0.weight"
+                          : !final  ? "final_layer.linear.weight"
+                                    : NULL;
+    if (missing)
+        return mgpu_error_set(err, MGPU_ERR_FORMAT,
+                              "FLUX: missing tensor '%s' (is this a FLUX.1 diffusion model?)",
+                              missing);
+    mgpu_flux *f = calloc(1, sizeof *f);
+    if (!f)
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    f->model = model;
+    f->component = component;
+    mgpu_flux_config *c = &f->cfg;
+    c->hidden = (int64_t)img_in->info.shape[0];
+    c->in_channels = (int64_t)img_in->info.shape[1];
+    c->context_dim = (int64_t)txt_in->info.shape[1];
+    c->vec_dim = (int64_t)vec_in->info.shape[1];
+    c->mlp_hidden = (int64_t)mlp0->info.shape[0];
+    c->out_channels = (int64_t)final->info.shape[0];
+    c->heads = set && set->heads ? set->heads : 24;
+    c->theta = set && set->theta > 0 ? set->theta : 10000.0f;
+    const int published[3] = {16, 56, 56};
+    for (int a = 0; a < 3; a++)
+        c->axes_dim[a] = set && set->axes_dim[0] ? set->axes_dim[a] : published[a];
+    c->guidance = find(&l, "guidance_in.in_layer.weight") != NULL;
+    c->depth_double = count_blocks(&l, "double_blocks");
+    c->depth_single = count_blocks(&l, "single_blocks");
+    mgpu_status s = MGPU_OK;
+    if (c->heads <= 0 || c->hidden % c->heads != 0)
+        s = mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                           "FLUX: hidden size %lld is not a multiple of %lld heads (set num_heads)",
+                           (long long)c->hidden, (long long)c->heads);
+    if (s == MGPU_OK) {
+        c->head_dim = c->hidden / c->heads;
+        int sum = c->axes_dim[0] + c->axes_dim[1] + c->axes_dim[2];
+        bool even = c->axes_dim[0] % 2 == 0 && c->axes_dim[1] % 2 == 0 && c->axes_dim[2] % 2 == 0;
+        if (sum != c->head_dim || !even || c->axes_dim[0] <= 0 || c->axes_dim[1] <= 0 ||
+            c->axes_dim[2] <= 0)
+            s = mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                               "FLUX: rope axes %d,%d,%d must be even and add up to the head size "
+                               "%lld (set axes_dim)",
+                               c->axes_dim[0], c->axes_dim[1], c->axes_dim[2],
+                               (long long)c->head_dim);
+    }
+    if (s == MGPU_OK && (c->in_channels % 4 != 0 || c->out_channels % 4 != 0))
+        s = mgpu_error_set(err, MGPU_ERR_FORMAT, "FLUX: channels %lld -> %lld are not 2x2 packed",
+                           (long long)c->in_channels, (long long)c->out_channels);
+    int64_t h = c->hidden;
+    if (s == MGPU_OK)
+        s = need_linear(&l, "img_in", h, c->in_channels, &f->img_in);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "txt_in", h, c->context_dim, &f->txt_in);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "time_in.in_layer", h, 256, &f->time_in0);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "time_in.out_layer", h, h, &f->time_in1);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "vector_in.in_layer", h, c->vec_dim, &f->vector_in0);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "vector_in.out_layer", h, h, &f->vector_in1);
+    if (s == MGPU_OK && c->guidance)
+        s = need_linear(&l, "guidance_in.in_layer", h, 256, &f->guidance_in0);
+    if (s == MGPU_OK && c->guidance)
+        s = need_linear(&l, "guidance_in.out_layer", h, h, &f->guidance_in1);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "final_layer.adaLN_modulation.1", 2 * h, h, &f->final_mod);
+    if (s == MGPU_OK)
+        s = need_linear(&l, "final_layer.linear", c->out_channels, h, &f->final_linear);
+    if (s == MGPU_OK) {
+        f->doubles = calloc((size_t)c->depth_double + 1, sizeof *f->doubles);
+        f->singles = calloc((size_t)c->depth_single + 1, sizeof *f->singles);
+        if (!f->doubles || !f->singles)
+            s = mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    }
+    for (int i = 0; s == MGPU_OK && i < c->depth_double; i++)
+        s = load_double(&l, c, i, &f->doubles[i]);
+    for (int i = 0; s == MGPU_OK && i < c->depth_single; i++)
+        s = load_single(&l, c, i, &f->singles[i]);
+    if (s != MGPU_OK) {
+        mgpu_flux_free(f);
+        return s;
+    }
+    *out = f;
+    return MGPU_OK;
+}
+
+void mgpu_flux_free(mgpu_flux *f)
+{
+    if (!f)
+        return;
+    free(f->doubles);
+    free(f->singles);
+    free(f);
+}
+
+const mgpu_flux_config *mgpu_flux_get_config(const mgpu_flux *f)
+{
+    return &f->cfg;
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+typedef struct run {
+    const mgpu_flux *f;
+    const mgpu_tensor_source *src;
+    mgpu_threadpool *pool;
+    mgpu_error *err;
+    mgpu_status status;
+} run;
+
+static const void *weight(run *r, const mgpu_model_tensor *t)
+{
+    if (r->status != MGPU_OK)
+        return NULL;
+    const void *p = r->src->data(r->src->context, t, r->err);
+    if (!p)
+        r->status = r->err && r->err->status ? r->err->status : MGPU_ERR_IO;
+    return p;
+}
+
+/* Bias vectors are tiny: decoded to f32 on the way. */
+static void linear(run *r, const linear_w *w, const float *x, int64_t rows, float *y)
+{
+    const void *wd = weight(r, w->weight), *bd = weight(r, w->bias);
+    if (r->status != MGPU_OK)
+        return;
+    int64_t out = (int64_t)w->weight->info.shape[0], in = (int64_t)w->weight->info.shape[1];
+    float *bias = malloc((size_t)out * sizeof(float));
+    if (!bias) {
+        r->status = mgpu_error_set(r->err, MGPU_ERR_NO_MEMORY, "out of memory");
+        return;
+    }
+    mgpu_status s = mgpu_dequantize(w->bias->info.dtype, bd, bias, (uint64_t)out);
+    if (s == MGPU_OK)
+        s = mgpu_cpu_linear(x, rows, in, wd, w->weight->info.dtype, out, bias, y, r->pool);
+    free(bias);
+    if (s != MGPU_OK)
+        r->status = mgpu_error_set(r->err, s, "FLUX: linear '%s' failed: %s", w->weight->info.name,
+                                   mgpu_status_name(s));
+}
+
+static void decode_vector(run *r, const mgpu_model_tensor *t, float *out)
+{
+    const void *p = weight(r, t);
+    if (r->status == MGPU_OK && mgpu_dequantize(t->info.dtype, p, out, t->info.n_elems) != MGPU_OK)
+        r->status = mgpu_error_set(r->err, MGPU_ERR_FORMAT, "FLUX: cannot decode '%s'", t->info.name);
+}
+
+/* Sinusoidal embedding of t * 1000 (FLUX's time factor): cos half, then sin
+ * half, frequencies 10000^(-j / half). */
+static void timestep_embedding(float t, float *out, int dim)
+{
+    int half = dim / 2;
+    double scaled = (double)t * 1000.0;
+    for (int j = 0; j < half; j++) {
+        double freq = exp(-log(10000.0) * (double)j / (double)half);
+        out[j] = (float)cos(scaled * freq);
+        out[half + j] = (float)sin(scaled * freq);
+    }
+}
+
+/* MLPEmbedder: out_layer(silu(in_layer(x))), added into vec. */
+static void embed_add(run *r, const linear_w *a, const linear_w *b, const float *x, float *vec,
+                      float *tmp, float *tmp2, int64_t hidden)
+{
+    linear(r, a, x, 1, tmp);
+    if (r->status != MGPU_OK)
+        return;
+    mgpu_cpu_silu(tmp, hidden, NULL);
+    linear(r, b, tmp, 1, tmp2);
+    if (r->status == MGPU_OK)
+        mgpu_cpu_add(vec, vec, tmp2, hidden, NULL);
+}
+
+static void copy_columns(const float *src, int64_t rows, int64_t src_cols, int64_t col0,
+                         int64_t cols, float *dst, int64_t dst_cols, int64_t dst_col0)
+{
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(dst + r * dst_cols + dst_col0, src + r * src_cols + col0, (size_t)cols * sizeof(float));
+}
+
+/* Scratch for one forward: every buffer sized for the longest sequence. */
+typedef struct scratch {
+    float *qkv, *q, *k, *v, *attn, *tok, *mlp, *tmp, *cat;
+    float *cos_t, *sin_t;
+} scratch;
+
+/* q, k, v [tokens][hidden] slices of a qkv row block -> heads, q and k
+ * normalised per head with their scales; written at token offset `at`. */
+static void heads_qk(run *r, const float *qkv, int64_t tokens, int64_t qkv_cols, int64_t at,
+                     int64_t total, const mgpu_model_tensor *qs, const mgpu_model_tensor *ks,
+                     scratch *s)
+{
+    const mgpu_flux_config *c = &r->f->cfg;
+    int64_t h = c->hidden, d = c->head_dim, heads = c->heads;
+    float qscale[1024], kscale[1024];
+    if (d > 1024) {
+        r->status = mgpu_error_set(r->err, MGPU_ERR_UNSUPPORTED, "FLUX: head size %lld", (long long)d);
+        return;
+    }
+    decode_vector(r, qs, qscale);
+    decode_vector(r, ks, kscale);
+    if (r->status != MGPU_OK)
+        return;
+    float *dst[3] = {s->q, s->k, s->v};
+    for (int part = 0; part < 3; part++) {
+        copy_columns(qkv, tokens, qkv_cols, part * h, h, s->tok, h, 0);
+        if (part < 2) /* [tokens][heads][d] is [tokens * heads][d]: per-head norm */
+            mgpu_cpu_rmsnorm(s->tok, s->tok, tokens * heads, d, part ? kscale : qscale, NORM_EPS,
+                             r->pool);
+        /* [tokens][heads*d] -> [heads][total][d] at token offset `at` */
+        for (int64_t hh = 0; hh < heads; hh++)
+            for (int64_t t = 0; t < tokens; t++)
+                memcpy(dst[part] + (hh * total + at + t) * d, s->tok + t * h + hh * d,
+                       (size_t)d * sizeof(float));
+    }
+}
+
+/* rope on q and k, attention, back to [total][hidden] in s->attn. */
+static void attend(run *r, int64_t total, scratch *s)
+{
+    const mgpu_flux_config *c = &r->f->cfg;
+    mgpu_cpu_rope_apply(s->q, c->heads, total, c->head_dim, s->cos_t, s->sin_t, r->pool);
+    mgpu_cpu_rope_apply(s->k, c->heads, total, c->head_dim, s->cos_t, s->sin_t, r->pool);
+    mgpu_cpu_attention(s->q, s->k, s->v, s->tok, c->heads, total, total, c->head_dim,
+                       1.0f / sqrtf((float)c->head_dim), r->pool);
+    mgpu_cpu_heads_to_tokens(s->tok, total, c->heads, c->head_dim, s->attn);
+}
+
+/* x += gate * mlp2(gelu(mlp1(modulate(layernorm(x), shift, scale)))) */
+static void mlp_residual(run *r, float *x, int64_t rows, const float *mod, const linear_w *m0,
+                         const linear_w *m2, scratch *s)
+{
+    const mgpu_flux_config *c = &r->f->cfg;
+    int64_t h = c->hidden;
+    mgpu_cpu_layernorm(x, s->tmp, rows, h, NULL, NULL, NORM_EPS, r->pool);
+    mgpu_cpu_modulate(s->tmp, s->tmp, rows, h, mod + 3 * h, mod + 4 * h, r->pool);
+    linear(r, m0, s->tmp, rows, s->mlp);
+    if (r->status != MGPU_OK)
+        return;
+    mgpu_cpu_gelu_tanh(s->mlp, rows * c->mlp_hidden, r->pool);
+    linear(r, m2, s->mlp, rows, s->tmp);
+    if (r->status == MGPU_OK)
+        mgpu_cpu_gate_add(x, s->tmp, rows, h, mod + 5 * h, r->pool);
+}
+
+static void double_block_forward(run *r, const double_block *b, float *img, int64_t n_img,
+                                 float *txt, int64_t n_txt, const float *silu_vec, scratch *s,
+                                 float *mod_img, float *mod_txt)
+{
+    const mgpu_flux_config *c = &r->f->cfg;
+    int64_t h = c->hidden, total = n_txt + n_img;
+    linear(r, &b->img_mod, silu_vec, 1, mod_img); /* shift1 scale1 gate1 shift2 scale2 gate2 */
+    linear(r, &b->txt_mod, silu_vec, 1, mod_txt);
+    if (r->status != MGPU_OK)
+        return;
+    /* attention inputs, text first */
+    struct {
+        float *x;
+        int64_t rows, at;
+        const float *mod;
+        const linear_w *qkv;
+        const mgpu_model_tensor *qs, *ks;
+    } side[2] = {{txt, n_txt, 0, mod_txt, &b->txt_qkv, b->txt_q_scale, b->txt_k_scale},
+                 {img, n_img, n_txt, mod_img, &b->img_qkv, b->img_q_scale, b->img_k_scale}};
+    for (int i = 0; i < 2 && r->status == MGPU_OK; i++) {
+        mgpu_cpu_layernorm(side[i].x, s->tmp, side[i].rows, h, NULL, NULL, NORM_EPS, r->pool);
+        mgpu_cpu_modulate(s->tmp, s->tmp, side[i].rows, h, side[i].mod, side[i].mod + h, r->pool);
+        linear(r, side[i].qkv, s->tmp, side[i].rows, s->qkv);
+        if (r->status == MGPU_OK)
+            heads_qk(r, s->qkv, side[i].rows, 3 * h, side[i].at, total, side[i].qs, side[i].ks, s);
+    }
+    if (r->status != MGPU_OK)
+        return;
+    attend(r, total, s);
+    /* x += gate1 * proj(attention rows of x) */
+    const linear_w *proj[2] = {&b->txt_proj, &b->img_proj};
+    for (int i = 0; i < 2 && r->status == MGPU_OK; i++) {
+        linear(r, proj[i], s->attn + side[i].at * h, side[i].rows, s->tmp);
+        if (r->status == MGPU_OK)
+            mgpu_cpu_gate_add(side[i].x, s->tmp, side[i].rows, h, side[i].mod + 2 * h, r->pool);
+    }
+    if (r->status == MGPU_OK)
+        mlp_residual(r, txt, n_txt, mod_txt, &b->txt_mlp0, &b->txt_mlp2, s);
+    if (r->status == MGPU_OK)
+        mlp_residual(r, img, n_img, mod_img, &b->img_mlp0, &b->img_mlp2, s);
+}
+
+static void single_block_forward(run *r, const single_block *b, float *x, int64_t total,
+                                 const float *silu_vec, scratch *s, float *mod)
+{
+    const mgpu_flux_config *c = &r->f->cfg;
+    int64_t h = c->hidden, m = c->mlp_hidden, cols = 3 * h + m;
+    linear(r, &b->mod, silu_vec, 1, mod); /* shift scale gate */
+    if (r->status != MGPU_OK)
+        return;
+    mgpu_cpu_layernorm(x, s->tmp, total, h, NULL, NULL, NORM_EPS, r->pool);
+    mgpu_cpu_modulate(s->tmp, s->tmp, total, h, mod, mod + h, r->pool);
+    linear(r, &b->linear1, s->tmp, total, s->qkv); /* [total][3h + m] */
+    if (r->status != MGPU_OK)
+        return;
+    heads_qk(r, s->qkv, total, cols, 0, total, b->q_scale, b->k_scale, s);
+    if (r->status != MGPU_OK)
+        return;
+    attend(r, total, s);
+    /* cat(attention, gelu(mlp)) -> linear2 */
+    copy_columns(s->attn, total, h, 0, h, s->cat, h + m, 0);
+    copy_columns(s->qkv, total, cols, 3 * h, m, s->cat, h + m, h);
+    for (int64_t t = 0; t < total; t++)
+        mgpu_cpu_gelu_tanh(s->cat + t * (h + m) + h, m, NULL);
+    linear(r, &b->linear2, s->cat, total, s->tmp);
+    if (r->status == MGPU_OK)
+        mgpu_cpu_gate_add(x, s->tmp, total, h, mod + 2 * h, r->pool);
+}
+
+static void enter(run *r, int block)
+{
+    if (r->status == MGPU_OK && block >= 0)
+        r->status = r->src->enter_block(r->src->context, block, r->err);
+}
+
+static void leave(run *r, int block)
+{
+    if (block >= 0)
+        r->src->leave_block(r->src->context, block);
+}
+
+mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
+                              const mgpu_flux_inputs *in, float *out, mgpu_threadpool *pool,
+                              mgpu_error *err)
+{
+    const mgpu_flux_config *c = &f->cfg;
+    int64_t h = c->hidden;
+    int64_t lat = c->in_channels / 4, out_lat = c->out_channels / 4;
+    if (in->batch < 1 || in->height < 2 || in->width < 2 || in->height % 2 || in->width % 2)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                              "FLUX: latent size %lldx%lld must be even and at least 2x2",
+                              (long long)in->height, (long long)in->width);
+    if (in->text_len < 1)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "FLUX: the text context is empty");
+    if (c->guidance && !in->guidance)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                              "FLUX: this model has a guidance embedding: a guidance value is needed");
+    int64_t gh = in->height / 2, gw = in->width / 2, n_img = gh * gw, n_txt = in->text_len;
+    int64_t total = n_img + n_txt;
+    int64_t wide = 3 * h + c->mlp_hidden; /* the widest activation row */
+    scratch s = {0};
+    size_t row = (size_t)total * sizeof(float);
+    s.qkv = malloc(row * (size_t)wide);
+    s.q = malloc(row * (size_t)h);
+    s.k = malloc(row * (size_t)h);
+    s.v = malloc(row * (size_t)h);
+    s.attn = malloc(row * (size_t)h);
+    s.tok = malloc(row * (size_t)h);
+    s.mlp = malloc(row * (size_t)c->mlp_hidden);
+    s.tmp = malloc(row * (size_t)(h > c->context_dim ? h : c->context_dim));
+    s.cat = malloc(row * (size_t)(h + c->mlp_hidden));
+    s.cos_t = malloc(row * (size_t)c->head_dim / 2);
+    s.sin_t = malloc(row * (size_t)c->head_dim / 2);
+    float *x = malloc(row * (size_t)h); /* txt rows then img rows */
+    float *patches = malloc((size_t)n_img * (size_t)c->in_channels * sizeof(float));
+    float *positions = malloc((size_t)total * 3 * sizeof(float));
+    float *vec = malloc((size_t)h * sizeof(float)), *silu_vec = malloc((size_t)h * sizeof(float));
+    float *mod_a = malloc((size_t)(6 * h) * sizeof(float)), *mod_b = malloc((size_t)(6 * h) * sizeof(float));
+    float *emb = malloc(256 * sizeof(float)), *t1 = malloc((size_t)h * sizeof(float)),
+          *t2 = malloc((size_t)h * sizeof(float));
+    run r = {f, src, pool, err, MGPU_OK};
+    if (!s.qkv || !s.q || !s.k || !s.v || !s.attn || !s.tok || !s.mlp || !s.tmp || !s.cat ||
+        !s.cos_t || !s.sin_t || !x || !patches || !positions || !vec || !silu_vec || !mod_a ||
+        !mod_b || !emb || !t1 || !t2)
+        r.status = mgpu_error_set(err, MGPU_ERR_NO_MEMORY,
+                                  "FLUX: out of memory for activations of %lld tokens",
+                                  (long long)total);
+    /* positions: text tokens at (0,0,0), image tokens at (0, row, column) */
+    for (int64_t t = 0; r.status == MGPU_OK && t < total; t++) {
+        int64_t i = t - n_txt;
+        positions[3 * t] = 0.0f;
+        positions[3 * t + 1] = i < 0 ? 0.0f : (float)(i / gw);
+        positions[3 * t + 2] = i < 0 ? 0.0f : (float)(i % gw);
+    }
+    if (r.status == MGPU_OK)
+        mgpu_cpu_rope_table(positions, total, 3, c->axes_dim, c->theta, s.cos_t, s.sin_t);
+
+    for (int64_t b = 0; b < in->batch && r.status == MGPU_OK; b++) {
+        const float *xb = in->x + b * lat * in->height * in->width;
+        float *txt = x, *img = x + n_txt * h;
+        /* pack 2x2 patches: (c, ph, pw) fastest-last within a patch */
+        for (int64_t py = 0; py < gh; py++)
+            for (int64_t px = 0; px < gw; px++) {
+                float *p = patches + (py * gw + px) * c->in_channels;
+                for (int64_t ch = 0; ch < lat; ch++)
+                    for (int dy = 0; dy < 2; dy++)
+                        for (int dx = 0; dx < 2; dx++)
+                            *p++ = xb[(ch * in->height + 2 * py + dy) * in->width + 2 * px + dx];
+            }
+        linear(&r, &f->img_in, patches, n_img, img);
+        linear(&r, &f->txt_in, in->context + b * n_txt * c->context_dim, n_txt, txt);
+        /* vec = time_in(t) (+ guidance_in(g)) + vector_in(y) */
+        memset(vec, 0, (size_t)h * sizeof(float));
+        timestep_embedding(in->timestep[b], emb, 256);
+        embed_add(&r, &f->time_in0, &f->time_in1, emb, vec, t1, t2, h);
+        if (c->guidance) {
+            timestep_embedding(in->guidance[b], emb, 256);
+            embed_add(&r, &f->guidance_in0, &f->guidance_in1, emb, vec, t1, t2, h);
+        }
+        embed_add(&r, &f->vector_in0, &f->vector_in1, in->y + b * c->vec_dim, vec, t1, t2, h);
+        memcpy(silu_vec, vec, (size_t)h * sizeof(float));
+        mgpu_cpu_silu(silu_vec, h, NULL);
+        for (int i = 0; i < c->depth_double && r.status == MGPU_OK; i++) {
+            enter(&r, f->doubles[i].block);
+            if (r.status == MGPU_OK)
+                double_block_forward(&r, &f->doubles[i], img, n_img, txt, n_txt, silu_vec, &s,
+                                     mod_a, mod_b);
+            leave(&r, f->doubles[i].block);
+        }
+        /* single blocks run over text and image together: x is already
+         * laid out text first */
+        for (int i = 0; i < c->depth_single && r.status == MGPU_OK; i++) {
+            enter(&r, f->singles[i].block);
+            if (r.status == MGPU_OK)
+                single_block_forward(&r, &f->singles[i], x, total, silu_vec, &s, mod_a);
+            leave(&r, f->singles[i].block);
+        }
+        /* final layer: shift and scale (in that order), norm, linear */
+        linear(&r, &f->final_mod, silu_vec, 1, mod_a);
+        if (r.status != MGPU_OK)
+            break;
+        mgpu_cpu_layernorm(img, s.tmp, n_img, h, NULL, NULL, NORM_EPS, pool);
+        mgpu_cpu_modulate(s.tmp, s.tmp, n_img, h, mod_a, mod_a + h, pool);
+        linear(&r, &f->final_linear, s.tmp, n_img, patches);
+        if (r.status != MGPU_OK)
+            break;
+        float *ob = out + b * out_lat * in->height * in->width;
+        for (int64_t py = 0; py < gh; py++)
+            for (int64_t px = 0; px < gw; px++) {
+                const float *p = patches + (py * gw + px) * c->out_channels;
+                for (int64_t ch = 0; ch < out_lat; ch++)
+                    for (int dy = 0; dy < 2; dy++)
+                        for (int dx = 0; dx < 2; dx++)
+                            ob[(ch * in->height + 2 * py + dy) * in->width + 2 * px + dx] = *p++;
+            }
+    }
+    free(s.qkv);
+    free(s.q);
+    free(s.k);
+    free(s.v);
+    free(s.attn);
+    free(s.tok);
+    free(s.mlp);
+    free(s.tmp);
+    free(s.cat);
+    free(s.cos_t);
+    free(s.sin_t);
+    free(x);
+    free(patches);
+    free(positions);
+    free(vec);
+    free(silu_vec);
+    free(mod_a);
+    free(mod_b);
+    free(emb);
+    free(t1);
+    free(t2);
+    return r.status;
+}
