@@ -12,6 +12,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: mgpu-synth --arch ARCH [--scale tiny|full] [--format safetensors|gguf]\n"
                "                  [--dtype DTYPE] [--seed N] [--prefix P] [--sparse] -o OUT\n"
+               "       mgpu-synth --arch flux-dev|flux-schnell [--scale S] --inputs BxHxWxT -o IN\n"
+               "           (random inputs for mgpu forward: latent HxW, T text tokens)\n"
                "architectures:\n");
     for (const char *const *a = synth_arch_names(); *a; a++)
         fprintf(f, "  %-14s %s\n", *a, synth_arch_description(*a));
@@ -23,12 +25,14 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     synth_options o = {.scale = SYNTH_SCALE_TINY, .dtype = MGPU_DTYPE_F32, .seed = 1, .prefix = ""};
+    const char *inputs = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = strcmp(a, "--arch") == 0 || strcmp(a, "--scale") == 0 ||
                           strcmp(a, "--format") == 0 || strcmp(a, "--dtype") == 0 ||
                           strcmp(a, "--seed") == 0 || strcmp(a, "--prefix") == 0 ||
+                          strcmp(a, "--inputs") == 0 ||
                           strcmp(a, "-o") == 0;
         if (takes_value && !v) {
             fprintf(stderr, "mgpu-synth: %s needs a value\n", a);
@@ -67,6 +71,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "mgpu-synth: --seed takes a number, not '%s'\n", v);
                 return 2;
             }
+        } else if (strcmp(a, "--inputs") == 0) {
+            inputs = v;
         } else if (strcmp(a, "--prefix") == 0) {
             o.prefix = v;
         } else if (strcmp(a, "-o") == 0) {
@@ -95,6 +101,19 @@ int main(int argc, char **argv)
         return 2;
     }
     mgpu_error err = {0};
+    if (inputs) {
+        long long b, h, w, t;
+        int used = 0;
+        if (sscanf(inputs, "%lldx%lldx%lldx%lld%n", &b, &h, &w, &t, &used) != 4 || inputs[used]) {
+            fprintf(stderr, "mgpu-synth: --inputs takes BATCHxHEIGHTxWIDTHxTEXT, not '%s'\n", inputs);
+            return 2;
+        }
+        if (synth_write_flux_inputs(o.arch, o.scale, b, h, w, t, o.seed, o.out, &err) != MGPU_OK) {
+            fprintf(stderr, "mgpu-synth: %s\n", err.message);
+            return 1;
+        }
+        return 0;
+    }
     if (synth_write(&o, &err) != MGPU_OK) {
         fprintf(stderr, "mgpu-synth: %s\n", err.message);
         return 1;

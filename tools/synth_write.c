@@ -155,3 +155,70 @@ mgpu_status synth_write(const synth_options *o, mgpu_error *err)
     return s;
 }
 
+
+static int64_t shape_of(const synth_list *l, const char *name, int dim)
+{
+    for (size_t i = 0; i < l->count; i++)
+        if (strcmp(l->items[i].name, name) == 0)
+            return dim < l->items[i].ndim ? l->items[i].shape[dim] : 0;
+    return 0;
+}
+
+mgpu_status synth_write_flux_inputs(const char *arch, synth_scale scale, int64_t batch,
+                                    int64_t height, int64_t width, int64_t text, uint64_t seed,
+                                    const char *out, mgpu_error *err)
+{
+    synth_list list = {0};
+    if (strncmp(arch, "flux-", 5) != 0 || !synth_arch_tensors(arch, scale, &list)) {
+        snprintf(err->message, sizeof err->message, "'%s' is not a FLUX architecture", arch);
+        return err->status = MGPU_ERR_ARGUMENT;
+    }
+    int64_t channels = shape_of(&list, "img_in.weight", 1) / 4;
+    int64_t ctx = shape_of(&list, "txt_in.weight", 1);
+    int64_t vec = shape_of(&list, "vector_in.in_layer.weight", 1);
+    int guidance = shape_of(&list, "guidance_in.in_layer.weight", 0) > 0;
+    synth_list_free(&list);
+    if (batch < 1 || height < 2 || width < 2 || height % 2 || width % 2 || text < 1) {
+        snprintf(err->message, sizeof err->message,
+                 "inputs need a batch >= 1, an even latent of at least 2x2 and text >= 1");
+        return err->status = MGPU_ERR_ARGUMENT;
+    }
+    uint64_t shapes[5][4] = {{(uint64_t)batch, (uint64_t)channels, (uint64_t)height, (uint64_t)width},
+                             {(uint64_t)batch},
+                             {(uint64_t)batch, (uint64_t)text, (uint64_t)ctx},
+                             {(uint64_t)batch, (uint64_t)vec},
+                             {(uint64_t)batch}};
+    const char *names[5] = {"x", "timestep", "context", "y", "guidance"};
+    const int ndims[5] = {4, 1, 3, 2, 1};
+    int count = guidance ? 5 : 4;
+    mgpu_safetensors_writer *w;
+    mgpu_status s = mgpu_safetensors_writer_create(out, &w, err);
+    for (int i = 0; s == MGPU_OK && i < count; i++)
+        s = mgpu_safetensors_writer_add_tensor(w, names[i], MGPU_DTYPE_F32, ndims[i], shapes[i], err);
+    uint64_t state = seed;
+    for (int i = 0; s == MGPU_OK && i < count; i++) {
+        uint64_t n = 1;
+        for (int d = 0; d < ndims[i]; d++)
+            n *= shapes[i][d];
+        float *v = malloc((size_t)n * sizeof(float));
+        if (!v) {
+            s = MGPU_ERR_NO_MEMORY;
+            break;
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            double u = (double)(next_random(&state) >> 11) * 0x1p-53;
+            /* latents and text ~ N-ish(0,1) scale; timestep a sigma in (0,1);
+             * guidance FLUX-dev's usual 3.5 range */
+            v[k] = i == 1 ? (float)(0.05 + 0.9 * u)
+                   : i == 4 ? (float)(1.0 + 4.0 * u)
+                            : (float)(2.0 * u - 1.0);
+        }
+        s = mgpu_safetensors_writer_write(w, v, n * sizeof(float), err);
+        free(v);
+    }
+    if (s == MGPU_OK)
+        return mgpu_safetensors_writer_finish(w, err);
+    if (w)
+        mgpu_safetensors_writer_abort(w);
+    return s;
+}

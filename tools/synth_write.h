@@ -24,4 +24,11 @@ mgpu_dtype synth_storage_dtype(const synth_tensor *t, const synth_options *o);
 
 mgpu_status synth_write(const synth_options *o, mgpu_error *err);
 
+/* Random inputs for `mgpu forward` matching a synthetic FLUX of `arch` and
+ * `scale`: x [batch][16][height][width], timestep, context [batch][text][D],
+ * y, and guidance for dev. */
+mgpu_status synth_write_flux_inputs(const char *arch, synth_scale scale, int64_t batch,
+                                    int64_t height, int64_t width, int64_t text, uint64_t seed,
+                                    const char *out, mgpu_error *err);
+
 #endif

@@ -10,9 +10,12 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAILURE = 1, CLI_EXIT_USAGE = 2 };
 
 #include "mgpu/device.h"
 
+struct json_t;
+
 int cli_inspect(int argc, char **argv);
 int cli_devices(int argc, char **argv);
 int cli_plan(int argc, char **argv);
+int cli_forward(int argc, char **argv);
 
 /* --devices SPEC, else $MGPU_DEVICES, else the real inventory; prints the
  * error and returns CLI_EXIT_FAILURE on a bad spec. */

@@ -63,6 +63,8 @@ static void usage(FILE *out)
           "      the device inventory (real, or simulated with SPEC)\n"
           "  plan MODEL --alloc STRING [--compute DEV] [--devices SPEC] [--reserve SIZE] [--json]\n"
           "      where every module of MODEL goes, as DisTorch-style tables or JSON\n"
+          "  forward --model FILE --inputs IN.safetensors -o OUT.safetensors [--alloc STRING]\n"
+          "      one FLUX.1 forward pass, placed by the plan and streamed\n"
           "  help     this text\n"
           "  version  print the version\n",
           out);
@@ -81,6 +83,8 @@ int main(int argc, char **argv)
         return cli_devices(argc - 2, argv + 2);
     if (strcmp(cmd, "plan") == 0)
         return cli_plan(argc - 2, argv + 2);
+    if (strcmp(cmd, "forward") == 0)
+        return cli_forward(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return CLI_EXIT_OK;

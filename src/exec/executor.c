@@ -189,14 +189,11 @@ static void *copy_thread(void *arg)
         u->load_status = s;
         if (s != MGPU_OK)
             memcpy(u->load_error, err.message, sizeof u->load_error);
-        else {
-            ex->stats.blocks_streamed++;
+        else
             for (size_t i = 0; i < u->count; i++) {
                 const streamed *st = &ex->streamed[u->first + i];
                 ex->slot_data[st->index] = (uint8_t *)slot + st->slot_offset + st->lead;
-                ex->stats.bytes_copied[st->device] += st->tensor->info.nbytes;
             }
-        }
         u->state = UNIT_READY;
         pthread_cond_broadcast(&ex->changed);
     }
@@ -222,8 +219,16 @@ static mgpu_status enter_block(void *context, int block, mgpu_error *err)
         }
         while (u->state != UNIT_READY)
             pthread_cond_wait(&ex->changed, &ex->lock);
-        if (u->load_status != MGPU_OK)
+        if (u->load_status != MGPU_OK) {
             s = mgpu_error_set(err, u->load_status, "%s", u->load_error);
+        } else {
+            /* counted when used: blocks prefetched for a step that never
+             * comes are not traffic the run needed */
+            ex->stats.blocks_streamed++;
+            for (size_t i = 0; i < u->count; i++)
+                ex->stats.bytes_copied[ex->streamed[u->first + i].device] +=
+                    ex->streamed[u->first + i].tensor->info.nbytes;
+        }
     }
     ex->stats.wait_seconds += now() - t0;
     pthread_mutex_unlock(&ex->lock);

@@ -25,8 +25,8 @@ typedef struct mgpu_executor_options {
 } mgpu_executor_options;
 
 typedef struct mgpu_exec_stats {
-    uint64_t bytes_copied[MGPU_MAX_DEVICES]; /* by source device index */
-    uint64_t blocks_streamed;
+    uint64_t bytes_copied[MGPU_MAX_DEVICES]; /* by source device index, blocks used */
+    uint64_t blocks_streamed;                /* blocks entered that had been streamed */
     double copy_seconds;      /* time the copy thread spent moving bytes */
     double wait_seconds;      /* time compute waited for a block to arrive */
     double busy_seconds;      /* wall time between the first enter and the last leave */
