@@ -28,6 +28,7 @@ int main(int argc, char **argv)
                                  MGPU_DTYPE_F8_E4M3, MGPU_DTYPE_Q8_0, MGPU_DTYPE_Q4_K,
                                  MGPU_DTYPE_Q6_K};
     mgpu_threadpool *pool = NULL;
+    mgpu_cpu_scratch scratch = {NULL, 0};
     mgpu_error err = {0};
     if (mgpu_threadpool_create(0, &pool, &err) != MGPU_OK) {
         fprintf(stderr, "bench_linear: %s\n", err.message);
@@ -56,7 +57,7 @@ int main(int argc, char **argv)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in,
                             1.0f, x, (int)in, dec, (int)in, 0.0f, y, (int)out);
                 double t1 = now();
-                mgpu_cpu_linear(x, rows, in, w, dtypes[d], out, NULL, y, pool);
+                mgpu_cpu_linear(x, rows, in, w, dtypes[d], out, NULL, y, pool, &scratch);
                 double t2 = now();
                 best_ref = t1 - t0 < best_ref ? t1 - t0 : best_ref;
                 best_ours = t2 - t1 < best_ours ? t2 - t1 : best_ours;
@@ -72,5 +73,6 @@ int main(int argc, char **argv)
         free(w);
     }
     mgpu_threadpool_free(pool);
+    mgpu_cpu_scratch_free(&scratch);
     return 0;
 }

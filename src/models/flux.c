@@ -306,6 +306,7 @@ typedef struct run {
     mgpu_threadpool *pool;
     mgpu_error *err;
     mgpu_status status;
+    mgpu_cpu_scratch scratch; /* the linear layers' decode tile, reused */
 } run;
 
 static const void *weight(run *r, const mgpu_model_tensor *t)
@@ -332,7 +333,8 @@ static void linear(run *r, const linear_w *w, const float *x, int64_t rows, floa
     }
     mgpu_status s = mgpu_dequantize(w->bias->info.dtype, bd, bias, (uint64_t)out);
     if (s == MGPU_OK)
-        s = mgpu_cpu_linear(x, rows, in, wd, w->weight->info.dtype, out, bias, y, r->pool);
+        s = mgpu_cpu_linear(x, rows, in, wd, w->weight->info.dtype, out, bias, y, r->pool,
+                            &r->scratch);
     free(bias);
     if (s != MGPU_OK)
         r->status = mgpu_error_set(r->err, s, "FLUX: linear '%s' failed: %s", w->weight->info.name,
@@ -564,7 +566,7 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
     float *mod_a = malloc((size_t)(6 * h) * sizeof(float)), *mod_b = malloc((size_t)(6 * h) * sizeof(float));
     float *emb = malloc(256 * sizeof(float)), *t1 = malloc((size_t)h * sizeof(float)),
           *t2 = malloc((size_t)h * sizeof(float));
-    run r = {f, src, pool, err, MGPU_OK};
+    run r = {f, src, pool, err, MGPU_OK, {NULL, 0}};
     if (!s.qkv || !s.q || !s.k || !s.v || !s.attn || !s.tok || !s.mlp || !s.tmp || !s.cat ||
         !s.cos_t || !s.sin_t || !x || !patches || !positions || !vec || !silu_vec || !mod_a ||
         !mod_b || !emb || !t1 || !t2)
@@ -661,5 +663,6 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
     free(emb);
     free(t1);
     free(t2);
+    mgpu_cpu_scratch_free(&r.scratch);
     return r.status;
 }

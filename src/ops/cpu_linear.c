@@ -32,9 +32,18 @@ static void decode_rows(void *ctx, int64_t begin, int64_t end)
             j->status = MGPU_ERR_ARGUMENT;
 }
 
+void mgpu_cpu_scratch_free(mgpu_cpu_scratch *scratch)
+{
+    if (scratch) {
+        free(scratch->data);
+        scratch->data = NULL;
+        scratch->floats = 0;
+    }
+}
+
 mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void *w,
                             mgpu_dtype w_dtype, int64_t out, const float *bias, float *y,
-                            mgpu_threadpool *pool)
+                            mgpu_threadpool *pool, mgpu_cpu_scratch *scratch)
 {
     uint64_t row_bytes;
     if (rows < 0 || in <= 0 || out <= 0 || !mgpu_dtype_bytes_for(w_dtype, (uint64_t)in, &row_bytes))
@@ -44,9 +53,17 @@ mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void
     int64_t tile_rows = mgpu_cpu_linear_tile_rows(in);
     if (tile_rows > out)
         tile_rows = out;
-    float *tile = malloc((size_t)tile_rows * (size_t)in * sizeof(float));
-    if (!tile)
-        return MGPU_ERR_NO_MEMORY;
+    size_t need = (size_t)tile_rows * (size_t)in;
+    mgpu_cpu_scratch local = {NULL, 0};
+    mgpu_cpu_scratch *sc = scratch ? scratch : &local;
+    if (sc->floats < need) {
+        float *grown = realloc(sc->data, need * sizeof(float));
+        if (!grown)
+            return MGPU_ERR_NO_MEMORY;
+        sc->data = grown;
+        sc->floats = need;
+    }
+    float *tile = sc->data;
     mgpu_status s = MGPU_OK;
     for (int64_t o = 0; o < out && s == MGPU_OK; o += tile_rows) {
         int64_t n = out - o < tile_rows ? out - o : tile_rows;
@@ -60,7 +77,7 @@ mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)in, 1.0f, x,
                     (int)in, tile, (int)in, 0.0f, y + o, (int)out);
     }
-    free(tile);
+    mgpu_cpu_scratch_free(&local);
     if (s == MGPU_OK && bias)
         for (int64_t r = 0; r < rows; r++) {
             float *yr = y + r * out;

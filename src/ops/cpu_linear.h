@@ -15,9 +15,18 @@
  * the same bits whether W is resident, streamed or read from disk.
  * MGPU_ERR_ARGUMENT for a dtype that cannot be decoded or a row that is not
  * whole blocks; MGPU_ERR_NO_MEMORY if the scratch cannot be allocated. */
+/* Reusable decode buffer: allocating a 4 MiB tile per call costs page
+ * faults on every call (thousands per forward pass). */
+typedef struct mgpu_cpu_scratch {
+    float *data;
+    size_t floats;
+} mgpu_cpu_scratch;
+void mgpu_cpu_scratch_free(mgpu_cpu_scratch *scratch);
+
+/* scratch may be NULL (a buffer per call). */
 mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void *w,
                             mgpu_dtype w_dtype, int64_t out, const float *bias, float *y,
-                            mgpu_threadpool *pool);
+                            mgpu_threadpool *pool, mgpu_cpu_scratch *scratch);
 
 /* Output rows per decoded tile for a given row length: about 4 MiB of f32,
  * a multiple of 16. */

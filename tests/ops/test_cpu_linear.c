@@ -89,10 +89,10 @@ static void test_dtypes(void **state)
         setup s;
         make(&s, dtypes[d], 7, 256, 33);
         float *y = malloc((size_t)(s.rows * s.out) * sizeof(float));
-        assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, y, NULL),
+        assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, y, NULL, NULL),
                          MGPU_OK);
         check(&s, y, true);
-        assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, NULL, y, NULL),
+        assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, NULL, y, NULL, NULL),
                          MGPU_OK);
         check(&s, y, false);
         free(y);
@@ -109,7 +109,7 @@ static void test_tiles_threads_addresses(void **state)
     assert_int_equal(mgpu_cpu_linear_tile_rows(4096), 256);
     size_t ybytes = (size_t)(s.rows * s.out) * sizeof(float);
     float *a = malloc(ybytes), *b = malloc(ybytes), *c = malloc(ybytes);
-    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, a, NULL),
+    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, a, NULL, NULL),
                      MGPU_OK);
     check(&s, a, true);
     /* the same bytes at an odd address (as inside a file) and with threads:
@@ -119,12 +119,12 @@ static void test_tiles_threads_addresses(void **state)
     mgpu_threadpool *pool;
     mgpu_error err = {0};
     assert_int_equal(mgpu_threadpool_create(3, &pool, &err), MGPU_OK);
-    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, moved + 1, s.dtype, s.out, s.bias, b, pool),
+    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, moved + 1, s.dtype, s.out, s.bias, b, pool, NULL),
                      MGPU_OK);
     assert_memory_equal(a, b, ybytes);
     mgpu_threadpool_free(pool);
     assert_int_equal(mgpu_threadpool_create(2, &pool, &err), MGPU_OK);
-    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, c, pool),
+    assert_int_equal(mgpu_cpu_linear(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, c, pool, NULL),
                      MGPU_OK);
     assert_memory_equal(a, c, ybytes);
     mgpu_threadpool_free(pool);
@@ -141,11 +141,11 @@ static void test_bad_arguments(void **state)
     float x[32] = {0}, y[4];
     uint8_t w[64] = {0};
     /* a row of 31 values is not whole Q8_0 blocks */
-    assert_int_equal(mgpu_cpu_linear(x, 1, 31, w, MGPU_DTYPE_Q8_0, 1, NULL, y, NULL),
+    assert_int_equal(mgpu_cpu_linear(x, 1, 31, w, MGPU_DTYPE_Q8_0, 1, NULL, y, NULL, NULL),
                      MGPU_ERR_ARGUMENT);
-    assert_int_equal(mgpu_cpu_linear(x, 1, 32, w, MGPU_DTYPE_INVALID, 1, NULL, y, NULL),
+    assert_int_equal(mgpu_cpu_linear(x, 1, 32, w, MGPU_DTYPE_INVALID, 1, NULL, y, NULL, NULL),
                      MGPU_ERR_ARGUMENT);
-    assert_int_equal(mgpu_cpu_linear(x, 0, 32, w, MGPU_DTYPE_Q8_0, 1, NULL, y, NULL), MGPU_OK);
+    assert_int_equal(mgpu_cpu_linear(x, 0, 32, w, MGPU_DTYPE_Q8_0, 1, NULL, y, NULL, NULL), MGPU_OK);
 }
 
 int main(void)
