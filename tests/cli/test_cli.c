@@ -359,6 +359,122 @@ static void test_devices_and_plan(void **state)
     remove(full);
 }
 
+/* An inputs file with the given tensors (F32, seeded values). */
+static void write_inputs(const char *path, int count, const char *const *names, const int *ndims,
+                         const uint64_t (*shapes)[4])
+{
+    mgpu_error err = {0};
+    mgpu_safetensors_writer *w;
+    assert_int_equal(mgpu_safetensors_writer_create(path, &w, &err), MGPU_OK);
+    for (int i = 0; i < count; i++)
+        assert_int_equal(mgpu_safetensors_writer_add_tensor(w, names[i], MGPU_DTYPE_F32, ndims[i],
+                                                            shapes[i], &err),
+                         MGPU_OK);
+    for (int i = 0; i < count; i++) {
+        uint64_t n = 1;
+        for (int d = 0; d < ndims[i]; d++)
+            n *= shapes[i][d];
+        float *v = calloc(n, sizeof(float));
+        for (uint64_t k = 0; k < n; k++)
+            v[k] = (float)((k * 37) % 17) / 17.0f;
+        assert_int_equal(mgpu_safetensors_writer_write(w, v, n * sizeof(float), &err), MGPU_OK);
+        free(v);
+    }
+    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
+}
+
+static void test_forward(void **state)
+{
+    (void)state;
+    char in[1100], out[1100], clip[1100], args[4096];
+    snprintf(in, sizeof in, "%s", test_path("fwd-in.safetensors"));
+    snprintf(out, sizeof out, "%s", test_path("fwd-out.safetensors"));
+    snprintf(clip, sizeof clip, "%s", test_path("fwd-clip.safetensors"));
+    mgpu_error err = {0};
+    assert_int_equal(synth_write_flux_inputs("flux-dev", SYNTH_SCALE_TINY, 1, 4, 6, 3, 1, in, &err),
+                     MGPU_OK);
+    snprintf(args, sizeof args,
+             "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=2 --devices "
+             "'cuda:0=1gib@20gbps,cpu=4gib' --alloc 'cuda:0,50%%;cpu,*'",
+             model_path, in, out);
+    run_result r = run(args);
+    if (r.code != 0)
+        fail_msg("forward failed: %s", r.err);
+    assert_non_null(strstr(r.err, "mgpu: forward"));
+    assert_non_null(strstr(r.err, "overlap"));
+    mgpu_safetensors *st;
+    assert_int_equal(mgpu_safetensors_open(out, &st, &err), MGPU_OK);
+    const mgpu_tensor_info *t = mgpu_safetensors_find(st, "out");
+    assert_non_null(t);
+    assert_int_equal(t->ndim, 4);
+    assert_int_equal(t->shape[1], 16);
+    assert_int_equal(t->shape[2], 4);
+    assert_int_equal(t->shape[3], 6);
+    mgpu_safetensors_close(st);
+    run_free(&r);
+    remove(out);
+
+    /* inputs that do not match the model: one line, exit 1, no output */
+    const char *names[5] = {"x", "timestep", "context", "y", "guidance"};
+    const int ndims[5] = {4, 1, 3, 2, 1};
+    const uint64_t good[5][4] = {{1, 16, 4, 6}, {1}, {1, 3, 256}, {1, 256}, {1}};
+    struct {
+        int count;
+        int bad; /* which tensor gets a wrong shape, -1 none */
+        uint64_t shape[4];
+        const char *needle;
+    } cases[] = {
+        {3, -1, {0}, "no input tensor 'y'"},
+        {4, -1, {0}, "no input tensor 'guidance'"},
+        {5, 2, {1, 3, 255}, "input 'context' has shape [1, 3, 255], expected [1, 3, 256]"},
+        {5, 0, {1, 16, 5, 6}, "must be even"},
+        {5, 3, {2, 256}, "input 'y' has shape [2, 256], expected [1, 256]"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint64_t shapes[5][4];
+        memcpy(shapes, good, sizeof shapes);
+        if (cases[c].bad >= 0)
+            memcpy(shapes[cases[c].bad], cases[c].shape, sizeof shapes[0]);
+        write_inputs(in, cases[c].count, names, ndims, (const uint64_t(*)[4])shapes);
+        snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=2",
+                 model_path, in, out);
+        r = run(args);
+        assert_int_equal(r.code, 1);
+        assert_int_equal(line_count(r.err), 1);
+        if (!strstr(r.err, cases[c].needle))
+            fail_msg("case %zu: '%s' lacks '%s'", c, r.err, cases[c].needle);
+        assert_false(test_file_exists(out));
+        run_free(&r);
+    }
+    /* a model that is not FLUX */
+    synth_options o = {.arch = "clip-l", .scale = SYNTH_SCALE_TINY, .dtype = MGPU_DTYPE_F32,
+                       .seed = 1, .prefix = "", .out = clip};
+    assert_int_equal(synth_write(&o, &err), MGPU_OK);
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s'", clip, in, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "no FLUX.1 diffusion model in it (found clip-l)"));
+    run_free(&r);
+    /* settings the weights cannot take, and bad flags */
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=3",
+             model_path, in, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "not a multiple of 3 heads"));
+    run_free(&r);
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --set heads=2",
+             model_path, in, out);
+    r = run(args);
+    assert_int_equal(r.code, 2);
+    assert_non_null(strstr(r.err, "unknown setting 'heads'"));
+    run_free(&r);
+    r = run("forward --model x");
+    assert_int_equal(r.code, 2);
+    run_free(&r);
+    remove(in);
+    remove(clip);
+}
+
 static void test_usage_errors(void **state)
 {
     (void)state;
@@ -389,6 +505,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_summary), cmocka_unit_test(test_json),
         cmocka_unit_test(test_dump),    cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_devices_and_plan),
+        cmocka_unit_test(test_forward),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
