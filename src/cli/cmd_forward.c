@@ -310,8 +310,12 @@ int cli_forward(int argc, char **argv)
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
-    uint64_t out_shape[4] = {batch, (uint64_t)c->out_channels / 4, x.shape[2], x.shape[3]};
+    uint64_t out_shape[4] = {0};
     if (rc == CLI_EXIT_OK) {
+        out_shape[0] = batch;
+        out_shape[1] = (uint64_t)c->out_channels / 4;
+        out_shape[2] = x.shape[2];
+        out_shape[3] = x.shape[3];
         out = malloc((size_t)(out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3]) * sizeof(float));
         if (!out) {
             cli_error("out of memory");
