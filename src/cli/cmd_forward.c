@@ -144,6 +144,15 @@ static void print_stats(const mgpu_plan *plan, const mgpu_exec_stats *st, double
             st->copy_seconds, st->wait_seconds, 100.0 * (overlap < 0 ? 0 : overlap),
             (double)st->staging_peak_bytes / 1048576.0,
             (double)st->staging_budget_bytes / 1048576.0);
+    /* what the compute device held: the plan's resident weights plus the
+     * staging actually used, against the plan's weights plus the budget */
+    const mgpu_plan_device *c = &plan->device[plan->compute];
+    fprintf(stderr, "mgpu: %s held %.2f MiB of weights: %.2f resident by the plan + %.2f staging "
+                    "peak (predicted at most %.2f)\n",
+            plan->devices->devices[plan->compute].name,
+            (double)(c->placed_bytes + st->staging_peak_bytes) / 1048576.0,
+            (double)c->placed_bytes / 1048576.0, (double)st->staging_peak_bytes / 1048576.0,
+            (double)(c->placed_bytes + st->staging_budget_bytes) / 1048576.0);
 }
 
 int cli_forward(int argc, char **argv)

@@ -33,7 +33,8 @@ typedef struct streamed {
 typedef struct unit {
     int block;
     size_t first, count; /* into ex->streamed */
-    uint64_t slot_bytes;
+    uint64_t slot_bytes;    /* what the block needs */
+    uint64_t slot_capacity; /* the buffer it got (a reused one may be larger) */
     unit_state state;
     uint8_t *slot;
     mgpu_status load_status;
@@ -58,7 +59,15 @@ struct mgpu_executor {
     pthread_mutex_t lock;
     pthread_cond_t changed;
     size_t cursor;
-    uint64_t used;
+    uint64_t used; /* capacity of the buffers blocks hold */
+    uint64_t held; /* capacity of every staging buffer, held or free */
+    /* Buffers given back, kept for the next blocks: allocating a fresh one
+     * per block costs page faults on every byte copied. */
+    struct {
+        uint8_t *data;
+        uint64_t capacity;
+    } spare[16];
+    size_t spare_count;
     bool stopping;
     double first_enter, last_leave;
     mgpu_exec_stats stats;
@@ -155,14 +164,38 @@ static void *copy_thread(void *arg)
             else if (ex->units[u].state == UNIT_LOADING)
                 break;
         }
-        if (pick == SIZE_MAX ||
-            (ex->used > 0 && ex->used + ex->units[pick].slot_bytes > ex->stats.staging_budget_bytes)) {
+        if (pick == SIZE_MAX) {
             pthread_cond_wait(&ex->changed, &ex->lock);
             continue;
         }
         unit *u = &ex->units[pick];
+        uint64_t need = u->slot_bytes ? u->slot_bytes : ALIGN;
+        size_t best = SIZE_MAX; /* the smallest spare buffer that fits */
+        for (size_t i = 0; i < ex->spare_count; i++)
+            if (ex->spare[i].capacity >= need &&
+                (best == SIZE_MAX || ex->spare[i].capacity < ex->spare[best].capacity))
+                best = i;
+        uint64_t cost = best == SIZE_MAX ? need : ex->spare[best].capacity;
+        if (ex->used > 0 && ex->used + cost > ex->stats.staging_budget_bytes) {
+            pthread_cond_wait(&ex->changed, &ex->lock);
+            continue;
+        }
+        uint8_t *reused = NULL;
+        if (best != SIZE_MAX) {
+            reused = ex->spare[best].data;
+            ex->spare[best] = ex->spare[--ex->spare_count];
+        } else {
+            /* make room: spare buffers count against the budget too */
+            while (ex->held + need > ex->stats.staging_budget_bytes && ex->spare_count > 0) {
+                ex->spare_count--;
+                ex->held -= ex->spare[ex->spare_count].capacity;
+                free(ex->spare[ex->spare_count].data);
+            }
+            ex->held += need;
+        }
         u->state = UNIT_LOADING;
-        ex->used += u->slot_bytes;
+        u->slot_capacity = cost;
+        ex->used += cost;
         if (ex->used > ex->stats.staging_peak_bytes)
             ex->stats.staging_peak_bytes = ex->used;
         ex->cursor = (pick + 1) % ex->unit_count;
@@ -171,11 +204,11 @@ static void *copy_thread(void *arg)
         double start = now();
         mgpu_error err = {0};
         mgpu_status s = MGPU_OK;
-        void *slot = NULL;
-        if (posix_memalign(&slot, ALIGN, (size_t)(u->slot_bytes ? u->slot_bytes : ALIGN)) != 0) {
+        void *slot = reused;
+        if (!slot && posix_memalign(&slot, ALIGN, (size_t)need) != 0) {
             slot = NULL;
             s = mgpu_error_set(&err, MGPU_ERR_NO_MEMORY, "out of memory for a %llu-byte staging slot",
-                               (unsigned long long)u->slot_bytes);
+                               (unsigned long long)need);
         }
         for (size_t i = 0; i < u->count && s == MGPU_OK; i++) {
             const streamed *st = &ex->streamed[u->first + i];
@@ -244,10 +277,17 @@ static void leave_block(void *context, int block)
         unit *u = &ex->units[k];
         for (size_t i = 0; i < u->count; i++)
             ex->slot_data[ex->streamed[u->first + i].index] = NULL;
-        free(u->slot);
+        if (u->slot && ex->spare_count < sizeof ex->spare / sizeof ex->spare[0]) {
+            ex->spare[ex->spare_count].data = u->slot;
+            ex->spare[ex->spare_count].capacity = u->slot_capacity;
+            ex->spare_count++;
+        } else {
+            free(u->slot);
+            ex->held -= u->slot ? u->slot_capacity : 0;
+        }
         u->slot = NULL;
         u->state = UNIT_EMPTY;
-        ex->used -= u->slot_bytes;
+        ex->used -= u->slot_capacity;
         pthread_cond_broadcast(&ex->changed);
     }
     ex->last_leave = now();
@@ -388,6 +428,8 @@ void mgpu_executor_free(mgpu_executor *ex)
     }
     for (size_t u = 0; ex->units && u < ex->unit_count; u++)
         free(ex->units[u].slot);
+    for (size_t i = 0; i < ex->spare_count; i++)
+        free(ex->spare[i].data);
     size_t nt = mgpu_model_tensor_count(ex->model);
     for (size_t i = 0; ex->loose && i < nt; i++)
         free(ex->loose[i]);
