@@ -36,33 +36,12 @@
 
 #include "ops/cpu_ops.h"
 #include "ops/threadpool.h"
+#include "test_random.h"
 
 #define TOL 1e-5
 
 /* ------------------------------------------------------------ helpers */
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t seed)
-{
-    rng_state = seed;
-}
-
-static uint64_t rng_next(void)
-{
-    /* splitmix64 */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15u);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi), rounded to float. */
-static float rng_float(double lo, double hi)
-{
-    double u = (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(lo + (hi - lo) * u);
-}
 
 static float *alloc_floats(int64_t n)
 {
