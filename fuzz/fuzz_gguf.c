@@ -27,25 +27,14 @@ static void fail(const char *what, const mgpu_error *err)
 }
 
 /* A failure must say why, once, naming the input, in printable text. */
-static void check_failure(mgpu_status s, const mgpu_gguf *g, const mgpu_error *err)
+static void check_failure(mgpu_status s, const void *handle, const mgpu_error *err)
 {
     static int lax = -1;
     if (lax < 0)
         lax = getenv("MGPU_FUZZ_LAX_MESSAGES") != NULL;
-    if (s != MGPU_ERR_FORMAT && s != MGPU_ERR_UNSUPPORTED && s != MGPU_ERR_NO_MEMORY)
-        fail("unexpected status", err);
-    if (g)
-        fail("handle not NULL after a failure", err);
-    if (err->status != s)
-        fail("mgpu_error.status differs from the returned status", err);
-    if (!memchr(err->message, '\0', sizeof err->message))
-        fail("message not NUL-terminated", NULL);
-    if (strncmp(err->message, label, strlen(label)) != 0)
-        fail("message does not start with the label", err);
-    if (!lax)
-        for (const char *p = err->message; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
-                fail("message holds a newline or control character", err);
+    const char *problem = badfiles_check_failure(s, handle, err, label, lax);
+    if (problem)
+        fail(problem, err);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

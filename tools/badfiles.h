@@ -61,4 +61,11 @@ const char *badfiles_check_safetensors(const mgpu_safetensors *st, const void *d
                                        uint64_t size);
 const char *badfiles_check_gguf(const mgpu_gguf *gguf, const void *data, uint64_t size);
 
+/* What is wrong with a failed open, or NULL: the status must be a format,
+ * unsupported or out-of-memory one, equal to err->status, the handle must be
+ * NULL, and the message must start with `label`, be NUL-terminated and (unless
+ * `lax`) be one line of printable text. */
+const char *badfiles_check_failure(mgpu_status status, const void *handle, const mgpu_error *err,
+                                   const char *label, int lax);
+
 #endif

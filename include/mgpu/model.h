@@ -131,6 +131,9 @@ size_t mgpu_model_tensor_count(const mgpu_model *model);
 const mgpu_model_tensor *mgpu_model_tensor_at(const mgpu_model *model, size_t index);
 /* By stripped name, or failing that by the name as stored. */
 const mgpu_model_tensor *mgpu_model_find(const mgpu_model *model, const char *name);
+/* By stripped name within one component; NULL if absent. */
+const mgpu_model_tensor *mgpu_model_find_in(const mgpu_model *model, size_t component,
+                                            const char *name);
 size_t mgpu_model_module_count(const mgpu_model *model);
 const mgpu_model_module *mgpu_model_module_at(const mgpu_model *model, size_t index);
 size_t mgpu_model_block_count(const mgpu_model *model);

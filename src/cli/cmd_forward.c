@@ -351,14 +351,12 @@ int cli_forward(int argc, char **argv)
             if (repeat > 1 && rc == CLI_EXIT_OK)
                 fprintf(stderr, "mgpu: pass %d: %.3f s\n", step + 1, seconds);
         }
-        struct timespec t0 = {0, 0}, t1 = {(time_t)total, (long)((total - (double)(time_t)total) * 1e9)};
         if (rc == CLI_EXIT_OK)
             rc = write_output(out_path, out, out_shape);
         if (rc == CLI_EXIT_OK) {
             mgpu_exec_stats st;
             mgpu_executor_stats(ex, &st);
-            print_stats(plan, &st,
-                        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+            print_stats(plan, &st, total);
         }
     }
     free(out);

@@ -904,6 +904,13 @@ void mgpu_model_metadata_at(const mgpu_model *m, size_t i, const char **key, con
     *value = i < m->meta_count ? m->meta_values[i] : NULL;
 }
 
+const mgpu_model_tensor *mgpu_model_find_in(const mgpu_model *m, size_t component,
+                                            const char *name)
+{
+    return component < m->component_count ? find_in_component(m, (uint32_t)component, name)
+                                          : NULL;
+}
+
 const mgpu_model_tensor *mgpu_model_find(const mgpu_model *m, const char *name)
 {
     for (size_t c = 0; c < m->component_count; c++) {

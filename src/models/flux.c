@@ -51,13 +51,7 @@ typedef struct loader {
 
 static const mgpu_model_tensor *find(const loader *l, const char *name)
 {
-    /* the component's own tensor, by stripped name */
-    for (size_t i = 0; i < mgpu_model_tensor_count(l->model); i++) {
-        const mgpu_model_tensor *t = mgpu_model_tensor_at(l->model, i);
-        if ((int)t->component == l->component && strcmp(t->name, name) == 0)
-            return t;
-    }
-    return NULL;
+    return mgpu_model_find_in(l->model, (size_t)l->component, name);
 }
 
 static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,

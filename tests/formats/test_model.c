@@ -13,26 +13,8 @@
 #include "mgpu/model.h"
 #include "mgpu/safetensors.h"
 #include "synth_write.h"
+#include "test_models.h"
 #include "test_util.h"
-
-static void synth(const char *arch, int gguf, mgpu_dtype dtype, const char *prefix,
-                  const char *path)
-{
-    synth_options o = {.arch = arch, .scale = SYNTH_SCALE_TINY, .gguf = gguf, .dtype = dtype,
-                       .seed = 7, .prefix = prefix, .out = path};
-    mgpu_error err = {0};
-    if (synth_write(&o, &err) != MGPU_OK)
-        fail_msg("synth %s: %s", arch, err.message);
-}
-
-static mgpu_model *open_ok(const char *path)
-{
-    mgpu_model *m = NULL;
-    mgpu_error err = {0};
-    if (mgpu_model_open(path, &m, &err) != MGPU_OK)
-        fail_msg("open %s: %s", path, err.message);
-    return m;
-}
 
 static const mgpu_model_module *find_module(const mgpu_model *m, const char *name)
 {
@@ -46,7 +28,7 @@ static void test_flux_view(void **state)
 {
     (void)state;
     const char *path = test_path("flux.gguf");
-    synth("flux-dev", 1, MGPU_DTYPE_Q8_0, "model.diffusion_model.", path);
+    synth("flux-dev", 1, MGPU_DTYPE_Q8_0, "model.diffusion_model.", 7, path);
     mgpu_model *m = open_ok(path);
     assert_int_equal(mgpu_model_component_count(m), 1);
     const mgpu_model_component *c = mgpu_model_component_at(m, 0);
@@ -125,7 +107,7 @@ static void test_detection(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = test_path("detect.safetensors");
-        synth(cases[i].synth, 0, MGPU_DTYPE_F16, "", path);
+        synth(cases[i].synth, 0, MGPU_DTYPE_F16, "", 7, path);
         mgpu_model *m = open_ok(path);
         const mgpu_model_component *c = mgpu_model_component_at(m, 0);
         if (c->arch != cases[i].arch)
@@ -325,8 +307,8 @@ static void test_diffusers_folder(void **state)
     mkdir(sub1, 0755);
     mkdir(sub2, 0755);
     write_text(mi, "{\"_class_name\": \"FluxPipeline\"}");
-    synth("clip-l", 0, MGPU_DTYPE_BF16, "", f1);
-    synth("vae-flux", 0, MGPU_DTYPE_F32, "", f2);
+    synth("clip-l", 0, MGPU_DTYPE_BF16, "", 7, f1);
+    synth("vae-flux", 0, MGPU_DTYPE_F32, "", 7, f2);
     mgpu_model *m = open_ok(dir);
     assert_int_equal(mgpu_model_component_count(m), 2);
     assert_string_equal(mgpu_model_component_at(m, 0)->prefix, "text_encoder/");

@@ -21,6 +21,7 @@
 #include "models/flux_reference.h"
 #include "ops/threadpool.h"
 #include "synth_write.h"
+#include "test_models.h"
 #include "test_util.h"
 
 /* Max |real - ref| over max |ref| that the comparison accepts. Both sides
@@ -35,25 +36,6 @@
  * to 1e-1. (RMSNorm eps 1e-5 gives 9e-7 and goes unnoticed.) A kernel that
  * rounds activations (say to bf16 or q8) would need this loosened. */
 #define REL_TOLERANCE 2e-6
-
-static void synth(const char *arch, int gguf, mgpu_dtype dtype, const char *prefix,
-                  uint64_t seed, const char *path)
-{
-    synth_options o = {.arch = arch, .scale = SYNTH_SCALE_TINY, .gguf = gguf, .dtype = dtype,
-                       .seed = seed, .prefix = prefix, .out = path};
-    mgpu_error err = {0};
-    if (synth_write(&o, &err) != MGPU_OK)
-        fail_msg("synth %s: %s", arch, err.message);
-}
-
-static mgpu_model *open_ok(const char *path)
-{
-    mgpu_model *m = NULL;
-    mgpu_error err = {0};
-    if (mgpu_model_open(path, &m, &err) != MGPU_OK)
-        fail_msg("open %s: %s", path, err.message);
-    return m;
-}
 
 /* Deterministic values uniform in [-amp, amp]. */
 static void fill(float *v, size_t n, uint64_t seed, float amp)
