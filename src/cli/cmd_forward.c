@@ -225,7 +225,7 @@ int cli_forward(int argc, char **argv)
     mgpu_flux *flux = NULL;
     mgpu_plan *plan = NULL;
     mgpu_executor *ex = NULL;
-    mgpu_threadpool *pool = NULL;
+    mgpu_backend *be = NULL;
     float *out = NULL;
     input_tensor x = {"x", NULL, 0, {0}}, ts = {"timestep", NULL, 0, {0}},
                  ctx = {"context", NULL, 0, {0}}, y = {"y", NULL, 0, {0}},
@@ -310,12 +310,12 @@ int cli_forward(int argc, char **argv)
             rc = CLI_EXIT_FAILURE;
         }
     }
-    mgpu_executor_options opts = {staging, 1};
-    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, &opts, &ex, &err) != MGPU_OK) {
+    if (rc == CLI_EXIT_OK && mgpu_backend_cpu_create(threads, &be, &err) != MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
-    if (rc == CLI_EXIT_OK && mgpu_threadpool_create(threads, &pool, &err) != MGPU_OK) {
+    mgpu_executor_options opts = {staging, 1};
+    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, be, &opts, &ex, &err) != MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
@@ -341,7 +341,7 @@ int cli_forward(int argc, char **argv)
         for (int step = 0; step < repeat && rc == CLI_EXIT_OK; step++) {
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
-            if (mgpu_flux_forward(flux, &src, &in, out, pool, &err) != MGPU_OK) {
+            if (mgpu_flux_forward(flux, &src, &in, out, be, &err) != MGPU_OK) {
                 cli_error("%s", err.message);
                 rc = CLI_EXIT_FAILURE;
             }
@@ -365,8 +365,8 @@ int cli_forward(int argc, char **argv)
     free(ctx.data);
     free(y.data);
     free(g.data);
-    mgpu_threadpool_free(pool);
     mgpu_executor_free(ex);
+    mgpu_backend_free(be);
     mgpu_plan_free(plan);
     mgpu_flux_free(flux);
     mgpu_safetensors_close(inputs);

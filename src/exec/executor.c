@@ -3,7 +3,15 @@
  * of a step comes the first of the next), loading each into its own slot as
  * soon as the staging budget has room; compute waits in enter_block only
  * when the copy of that block has not finished, and leave_block gives the
- * slot back. */
+ * slot back.
+ *
+ * Staging lives in the compute backend's memory. On a host-visible backend
+ * (the CPU) disk reads land in it directly; otherwise bytes go through the
+ * backend's copy queue, from the mapped file for RAM-tier tensors and
+ * through a pinned bounce buffer for disk-tier ones, and the tensors that
+ * live on the compute device are uploaded once at creation. A slot is only
+ * overwritten or freed after the compute queue has passed the event
+ * recorded when its block was left, since ops may still be reading it. */
 #define _GNU_SOURCE /* O_DIRECT */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +25,7 @@
 #include "core/error.h"
 #include "exec/executor.h"
 
-enum { ALIGN = 4096 };
+enum { ALIGN = 4096, BOUNCE_BYTES = 16 << 20 };
 
 typedef enum unit_state { UNIT_EMPTY, UNIT_LOADING, UNIT_READY } unit_state;
 
@@ -37,12 +45,17 @@ typedef struct unit {
     uint64_t slot_capacity; /* the buffer it got (a reused one may be larger) */
     unit_state state;
     uint8_t *slot;
+    mgpu_event *released; /* recorded on the compute queue at leave */
     mgpu_status load_status;
     char load_error[MGPU_ERROR_MESSAGE_BYTES];
 } unit;
 
 struct mgpu_executor {
     const mgpu_plan *plan;
+    mgpu_backend *be;
+    mgpu_event *copied;      /* the copy thread's: its last copy finished */
+    uint8_t *bounce;         /* pinned host buffer for disk reads, when not host-visible */
+    void **resident;         /* per model tensor on the compute device: its device copy */
     const mgpu_model *model;
     mgpu_executor_options options;
     streamed *streamed;
@@ -66,6 +79,7 @@ struct mgpu_executor {
     struct {
         uint8_t *data;
         uint64_t capacity;
+        mgpu_event *released; /* the compute queue is done with it past this */
     } spare[16];
     size_t spare_count;
     bool stopping;
@@ -115,32 +129,75 @@ static int file_fd(mgpu_executor *ex, uint32_t file, mgpu_error *err)
     return fd;
 }
 
-/* Copies one streamed tensor into its region, paced to the link. */
+/* Reads at least `need` bytes of file `file` at `at` into host memory `dst`,
+ * asking for up to `cap` (aligned lengths, as O_DIRECT wants; the file may
+ * end before `cap`). */
+static mgpu_status read_file(mgpu_executor *ex, const mgpu_model_tensor *t, uint64_t at,
+                             uint8_t *dst, uint64_t need, uint64_t cap, mgpu_error *err)
+{
+    int fd = file_fd(ex, t->file, err);
+    if (fd < 0)
+        return MGPU_ERR_IO;
+    uint64_t done = 0;
+    while (done < need) {
+        ssize_t got = pread(fd, dst + done, (size_t)(cap - done), (off_t)(at + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return mgpu_error_set(err, MGPU_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s",
+                                  mgpu_model_file_at(ex->model, t->file)->path, t->info.name,
+                                  (unsigned long long)(at + done),
+                                  got < 0 ? strerror(errno) : "unexpected end of file");
+        done += (uint64_t)got;
+    }
+    return MGPU_OK;
+}
+
+/* Host -> device on the copy queue; returns when the copy has landed. */
+static mgpu_status copy_in(mgpu_executor *ex, void *dst, const void *src, uint64_t len,
+                           mgpu_error *err)
+{
+    mgpu_backend *be = ex->be;
+    mgpu_status s = be->ops->copy(be, MGPU_QUEUE_COPY, dst, src, (size_t)len,
+                                  MGPU_COPY_HOST_TO_DEVICE, err);
+    if (s == MGPU_OK)
+        s = be->ops->event_record(be, ex->copied, MGPU_QUEUE_COPY, err);
+    if (s == MGPU_OK)
+        s = be->ops->event_sync(be, ex->copied, err);
+    return s;
+}
+
+/* Copies one streamed tensor into its region (device memory), paced to the
+ * link. A disk region starts `lead` bytes before the tensor so reads stay
+ * aligned for O_DIRECT; the bytes read past the tensor's end are rounded up
+ * to the alignment, which the file may not reach: short reads there are
+ * fine as long as the tensor itself arrived. */
 static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *region,
                                mgpu_error *err)
 {
     const mgpu_model_tensor *t = s->tensor;
     const mgpu_plan_device *pd = &ex->plan->device[s->device];
     double start = now();
+    mgpu_status st = MGPU_OK;
     if (is_disk(ex, s->device)) {
-        int fd = file_fd(ex, t->file, err);
-        if (fd < 0)
-            return MGPU_ERR_IO;
-        uint64_t at = t->info.file_offset - s->lead, done = 0;
-        while (done < s->lead + t->info.nbytes) {
-            ssize_t got = pread(fd, region + done, (size_t)(s->region - done), (off_t)(at + done));
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got <= 0)
-                return mgpu_error_set(err, MGPU_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s",
-                                      mgpu_model_file_at(ex->model, t->file)->path, t->info.name,
-                                      (unsigned long long)(at + done),
-                                      got < 0 ? strerror(errno) : "unexpected end of file");
-            done += (uint64_t)got;
+        uint64_t at = t->info.file_offset - s->lead, want = s->lead + t->info.nbytes;
+        if (ex->be->host_visible)
+            st = read_file(ex, t, at, region, want, s->region, err);
+        for (uint64_t off = 0; !ex->be->host_visible && off < want && st == MGPU_OK;
+             off += BOUNCE_BYTES) {
+            uint64_t cap = s->region - off < BOUNCE_BYTES ? s->region - off : BOUNCE_BYTES;
+            uint64_t need = want - off < cap ? want - off : cap;
+            st = read_file(ex, t, at + off, ex->bounce, need, cap, err);
+            if (st == MGPU_OK)
+                st = copy_in(ex, region + off, ex->bounce, need, err);
         }
-    } else {
+    } else if (ex->be->host_visible) {
         memcpy(region, t->info.data, (size_t)t->info.nbytes);
+    } else {
+        st = copy_in(ex, region, t->info.data, t->info.nbytes, err);
     }
+    if (st != MGPU_OK)
+        return st;
     /* Simulated links: take as long as the link would. */
     const mgpu_device *dev = &ex->plan->devices->devices[s->device];
     const mgpu_device *cmp = &ex->plan->devices->devices[ex->plan->compute];
@@ -148,6 +205,14 @@ static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *re
         pd->copy_bytes_per_s > 0 && isfinite(pd->copy_bytes_per_s))
         sleep_seconds((double)t->info.nbytes / pd->copy_bytes_per_s - (now() - start));
     return MGPU_OK;
+}
+
+/* Frees a staging buffer once the compute queue is past `released`. */
+static void release_buffer(mgpu_executor *ex, void *data, mgpu_event *released)
+{
+    if (released)
+        ex->be->ops->event_sync(ex->be, released, NULL);
+    ex->be->ops->free(ex->be, data);
 }
 
 static void *copy_thread(void *arg)
@@ -181,15 +246,18 @@ static void *copy_thread(void *arg)
             continue;
         }
         uint8_t *reused = NULL;
+        mgpu_event *reused_released = NULL;
         if (best != SIZE_MAX) {
             reused = ex->spare[best].data;
+            reused_released = ex->spare[best].released;
             ex->spare[best] = ex->spare[--ex->spare_count];
         } else {
             /* make room: spare buffers count against the budget too */
             while (ex->held + need > ex->stats.staging_budget_bytes && ex->spare_count > 0) {
                 ex->spare_count--;
                 ex->held -= ex->spare[ex->spare_count].capacity;
-                free(ex->spare[ex->spare_count].data);
+                release_buffer(ex, ex->spare[ex->spare_count].data,
+                               ex->spare[ex->spare_count].released);
             }
             ex->held += need;
         }
@@ -205,11 +273,10 @@ static void *copy_thread(void *arg)
         mgpu_error err = {0};
         mgpu_status s = MGPU_OK;
         void *slot = reused;
-        if (!slot && posix_memalign(&slot, ALIGN, (size_t)need) != 0) {
-            slot = NULL;
-            s = mgpu_error_set(&err, MGPU_ERR_NO_MEMORY, "out of memory for a %llu-byte staging slot",
-                               (unsigned long long)need);
-        }
+        if (reused_released) /* ops of the block that last used it may still run */
+            s = ex->be->ops->event_sync(ex->be, reused_released, &err);
+        if (!slot && s == MGPU_OK)
+            s = ex->be->ops->alloc(ex->be, (size_t)need, &slot, &err);
         for (size_t i = 0; i < u->count && s == MGPU_OK; i++) {
             const streamed *st = &ex->streamed[u->first + i];
             s = load_tensor(ex, st, (uint8_t *)slot + st->slot_offset, &err);
@@ -277,13 +344,21 @@ static void leave_block(void *context, int block)
         unit *u = &ex->units[k];
         for (size_t i = 0; i < u->count; i++)
             ex->slot_data[ex->streamed[u->first + i].index] = NULL;
+        /* the ops just enqueued may still read the slot */
+        mgpu_event *released = NULL;
+        if (u->slot && ex->be->ops->event_record(ex->be, u->released, MGPU_QUEUE_COMPUTE, NULL) ==
+                           MGPU_OK)
+            released = u->released;
+        else if (u->slot)
+            ex->be->ops->synchronize(ex->be, NULL);
         if (u->slot && ex->spare_count < sizeof ex->spare / sizeof ex->spare[0]) {
             ex->spare[ex->spare_count].data = u->slot;
             ex->spare[ex->spare_count].capacity = u->slot_capacity;
+            ex->spare[ex->spare_count].released = released;
             ex->spare_count++;
-        } else {
-            free(u->slot);
-            ex->held -= u->slot ? u->slot_capacity : 0;
+        } else if (u->slot) {
+            release_buffer(ex, u->slot, released);
+            ex->held -= u->slot_capacity;
         }
         u->slot = NULL;
         u->state = UNIT_EMPTY;
@@ -300,7 +375,7 @@ static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_e
     uint32_t index = (uint32_t)(t - mgpu_model_tensor_at(ex->model, 0));
     int device = ex->plan->module_device[t->module];
     if (device == ex->plan->compute)
-        return t->info.data;
+        return ex->resident ? ex->resident[index] : t->info.data;
     pthread_mutex_lock(&ex->lock);
     const void *p = ex->slot_data[index];
     pthread_mutex_unlock(&ex->lock);
@@ -319,12 +394,10 @@ static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_e
         s.lead = lead;
         s.region = round_up(lead + t->info.nbytes, ALIGN);
         void *buf = NULL;
-        if (posix_memalign(&buf, ALIGN, (size_t)s.region) != 0) {
-            mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory for tensor '%s'", t->info.name);
+        if (ex->be->ops->alloc(ex->be, (size_t)s.region, &buf, err) != MGPU_OK)
             return NULL;
-        }
         if (load_tensor(ex, &s, buf, err) != MGPU_OK) {
-            free(buf);
+            ex->be->ops->free(ex->be, buf);
             return NULL;
         }
         pthread_mutex_lock(&ex->lock);
@@ -336,14 +409,39 @@ static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_e
     return (uint8_t *)ex->loose[index] + (is_disk(ex, device) ? t->info.file_offset % ALIGN : 0);
 }
 
-mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_options *options,
-                                 mgpu_executor **out, mgpu_error *err)
+/* A discrete device holds its own copy of every tensor placed on it. */
+static mgpu_status upload_resident(mgpu_executor *ex, mgpu_error *err)
+{
+    size_t nt = mgpu_model_tensor_count(ex->model);
+    ex->resident = calloc(nt ? nt : 1, sizeof *ex->resident);
+    if (!ex->resident)
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < nt; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(ex->model, i);
+        if (ex->plan->module_device[t->module] != ex->plan->compute)
+            continue;
+        mgpu_status s = ex->be->ops->alloc(ex->be, (size_t)t->info.nbytes, &ex->resident[i], err);
+        if (s == MGPU_OK && t->info.nbytes > 0) {
+            if (!t->info.data)
+                return mgpu_error_set(err, MGPU_ERR_IO, "tensor '%s' has no data", t->info.name);
+            s = copy_in(ex, ex->resident[i], t->info.data, t->info.nbytes, err);
+        }
+        if (s != MGPU_OK)
+            return s;
+    }
+    return MGPU_OK;
+}
+
+mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
+                                 const mgpu_executor_options *options, mgpu_executor **out,
+                                 mgpu_error *err)
 {
     *out = NULL;
     mgpu_executor *ex = calloc(1, sizeof *ex);
     if (!ex)
         return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
     ex->plan = plan;
+    ex->be = be;
     ex->model = plan->model;
     ex->options = options ? *options : (mgpu_executor_options){0, 1};
     pthread_mutex_init(&ex->lock, NULL);
@@ -389,6 +487,11 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_opti
             u->count++;
         }
         if (u->count) {
+            mgpu_status s = be->ops->event_create(be, &u->released, err);
+            if (s != MGPU_OK) {
+                mgpu_executor_free(ex);
+                return s;
+            }
             ex->unit_of_block[b] = (int)ex->unit_count++;
             if (u->slot_bytes > largest)
                 largest = u->slot_bytes;
@@ -401,6 +504,15 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_opti
                                        "block (%llu bytes)",
                                        (unsigned long long)ex->stats.staging_budget_bytes,
                                        (unsigned long long)largest);
+        mgpu_executor_free(ex);
+        return s;
+    }
+    mgpu_status s = be->ops->event_create(be, &ex->copied, err);
+    if (s == MGPU_OK && !be->host_visible)
+        s = be->ops->host_alloc(be, BOUNCE_BYTES, (void **)&ex->bounce, err);
+    if (s == MGPU_OK && !be->host_visible)
+        s = upload_resident(ex, err);
+    if (s != MGPU_OK) {
         mgpu_executor_free(ex);
         return s;
     }
@@ -426,13 +538,28 @@ void mgpu_executor_free(mgpu_executor *ex)
         pthread_mutex_unlock(&ex->lock);
         pthread_join(ex->thread, NULL);
     }
-    for (size_t u = 0; ex->units && u < ex->unit_count; u++)
-        free(ex->units[u].slot);
+    mgpu_backend *be = ex->be;
+    be->ops->synchronize(be, NULL); /* nothing may still read what is freed */
+    for (size_t u = 0; ex->units && u < ex->unit_count; u++) {
+        if (ex->units[u].slot)
+            be->ops->free(be, ex->units[u].slot);
+        if (ex->units[u].released)
+            be->ops->event_destroy(be, ex->units[u].released);
+    }
     for (size_t i = 0; i < ex->spare_count; i++)
-        free(ex->spare[i].data);
+        be->ops->free(be, ex->spare[i].data);
     size_t nt = mgpu_model_tensor_count(ex->model);
     for (size_t i = 0; ex->loose && i < nt; i++)
-        free(ex->loose[i]);
+        if (ex->loose[i])
+            be->ops->free(be, ex->loose[i]);
+    for (size_t i = 0; ex->resident && i < nt; i++)
+        if (ex->resident[i])
+            be->ops->free(be, ex->resident[i]);
+    free(ex->resident);
+    if (ex->bounce)
+        be->ops->host_free(be, ex->bounce);
+    if (ex->copied)
+        be->ops->event_destroy(be, ex->copied);
     for (size_t f = 0; ex->fds && f < mgpu_model_file_count(ex->model); f++)
         if (ex->fds[f] >= 0)
             close(ex->fds[f]);

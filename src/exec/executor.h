@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "exec/source.h"
 #include "mgpu/plan.h"
 
@@ -34,8 +35,12 @@ typedef struct mgpu_exec_stats {
     uint64_t staging_budget_bytes;
 } mgpu_exec_stats;
 
-mgpu_status mgpu_executor_create(const mgpu_plan *plan, const mgpu_executor_options *options,
-                                 mgpu_executor **out, mgpu_error *err);
+/* Stages into `be`'s memory and copies on its copy queue; the pointers the
+ * source hands out are `be` device pointers. `be` must outlive the
+ * executor. */
+mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
+                                 const mgpu_executor_options *options, mgpu_executor **out,
+                                 mgpu_error *err);
 void mgpu_executor_free(mgpu_executor *ex);
 mgpu_tensor_source mgpu_executor_source(mgpu_executor *ex);
 void mgpu_executor_stats(const mgpu_executor *ex, mgpu_exec_stats *out);

@@ -1,6 +1,7 @@
 /* FLUX.1 DiT forward; see flux.h. The structure follows the published
  * model (BFL's flux repository, ComfyUI's comfy/ldm/flux): tensor names are
- * theirs, every computation is written here against the CPU kernels. */
+ * theirs, every computation is written here against the backend interface,
+ * so the same code runs on the CPU and on a GPU. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,8 +9,7 @@
 
 #include "core/error.h"
 #include "models/flux.h"
-#include "ops/cpu_linear.h"
-#include "ops/cpu_ops.h"
+#include "ops/cpu_ops.h" /* the rope table, computed on the host */
 
 enum { MAX_BLOCKS = 256 };
 static const float NORM_EPS = 1e-6f;
@@ -297,49 +297,29 @@ const mgpu_flux_config *mgpu_flux_get_config(const mgpu_flux *f)
 typedef struct run {
     const mgpu_flux *f;
     const mgpu_tensor_source *src;
-    mgpu_threadpool *pool;
+    mgpu_backend *be;
     mgpu_error *err;
     mgpu_status status;
-    mgpu_cpu_scratch scratch; /* the linear layers' decode tile, reused */
 } run;
 
-static const void *weight(run *r, const mgpu_model_tensor *t)
+static mgpu_wref weight(run *r, const mgpu_model_tensor *t)
 {
+    mgpu_wref w = {NULL, t->info.dtype};
     if (r->status != MGPU_OK)
-        return NULL;
-    const void *p = r->src->data(r->src->context, t, r->err);
-    if (!p)
+        return w;
+    w.data = r->src->data(r->src->context, t, r->err);
+    if (!w.data)
         r->status = r->err && r->err->status ? r->err->status : MGPU_ERR_IO;
-    return p;
+    return w;
 }
 
-/* Bias vectors are tiny: decoded to f32 on the way. */
 static void linear(run *r, const linear_w *w, const float *x, int64_t rows, float *y)
 {
-    const void *wd = weight(r, w->weight), *bd = weight(r, w->bias);
+    mgpu_wref wd = weight(r, w->weight), bd = weight(r, w->bias);
     if (r->status != MGPU_OK)
         return;
     int64_t out = (int64_t)w->weight->info.shape[0], in = (int64_t)w->weight->info.shape[1];
-    float *bias = malloc((size_t)out * sizeof(float));
-    if (!bias) {
-        r->status = mgpu_error_set(r->err, MGPU_ERR_NO_MEMORY, "out of memory");
-        return;
-    }
-    mgpu_status s = mgpu_dequantize(w->bias->info.dtype, bd, bias, (uint64_t)out);
-    if (s == MGPU_OK)
-        s = mgpu_cpu_linear(x, rows, in, wd, w->weight->info.dtype, out, bias, y, r->pool,
-                            &r->scratch);
-    free(bias);
-    if (s != MGPU_OK)
-        r->status = mgpu_error_set(r->err, s, "FLUX: linear '%s' failed: %s", w->weight->info.name,
-                                   mgpu_status_name(s));
-}
-
-static void decode_vector(run *r, const mgpu_model_tensor *t, float *out)
-{
-    const void *p = weight(r, t);
-    if (r->status == MGPU_OK && mgpu_dequantize(t->info.dtype, p, out, t->info.n_elems) != MGPU_OK)
-        r->status = mgpu_error_set(r->err, MGPU_ERR_FORMAT, "FLUX: cannot decode '%s'", t->info.name);
+    r->be->ops->linear(r->be, x, rows, in, wd, out, bd, y);
 }
 
 /* Sinusoidal embedding of t * 1000 (FLUX's time factor): cos half, then sin
@@ -355,99 +335,96 @@ static void timestep_embedding(float t, float *out, int dim)
     }
 }
 
+/* Device buffers of one forward, every one sized for the longest sequence. */
+typedef struct buffers {
+    float *qkv, *q, *k, *v, *attn, *tok, *mlp, *tmp, *cat, *cos_t, *sin_t;
+    float *x, *patches, *context, *y, *vec, *silu_vec, *mod_a, *mod_b, *emb, *t1, *t2;
+} buffers;
+enum { N_BUFFERS = 22 };
+
 /* MLPEmbedder: out_layer(silu(in_layer(x))), added into vec. */
-static void embed_add(run *r, const linear_w *a, const linear_w *b, const float *x, float *vec,
-                      float *tmp, float *tmp2, int64_t hidden)
+static void embed_add(run *r, const linear_w *a, const linear_w *b, const float *x, buffers *d)
 {
-    linear(r, a, x, 1, tmp);
+    int64_t h = r->f->cfg.hidden;
+    linear(r, a, x, 1, d->t1);
     if (r->status != MGPU_OK)
         return;
-    mgpu_cpu_silu(tmp, hidden, NULL);
-    linear(r, b, tmp, 1, tmp2);
+    r->be->ops->unary(r->be, MGPU_UNARY_SILU, d->t1, h);
+    linear(r, b, d->t1, 1, d->t2);
     if (r->status == MGPU_OK)
-        mgpu_cpu_add(vec, vec, tmp2, hidden, NULL);
+        r->be->ops->add(r->be, d->vec, d->vec, d->t2, h);
 }
 
-static void copy_columns(const float *src, int64_t rows, int64_t src_cols, int64_t col0,
-                         int64_t cols, float *dst, int64_t dst_cols, int64_t dst_col0)
-{
-    for (int64_t r = 0; r < rows; r++)
-        memcpy(dst + r * dst_cols + dst_col0, src + r * src_cols + col0, (size_t)cols * sizeof(float));
-}
-
-/* Scratch for one forward: every buffer sized for the longest sequence. */
-typedef struct scratch {
-    float *qkv, *q, *k, *v, *attn, *tok, *mlp, *tmp, *cat;
-    float *cos_t, *sin_t;
-} scratch;
-
-/* q, k, v [tokens][hidden] slices of a qkv row block -> heads, q and k
- * normalised per head with their scales; written at token offset `at`. */
+/* q, k, v [tokens][hidden] slices of a qkv row block -> [heads][total][d]
+ * at token offset `at`, q and k normalised per head with their scales. */
 static void heads_qk(run *r, const float *qkv, int64_t tokens, int64_t qkv_cols, int64_t at,
                      int64_t total, const mgpu_model_tensor *qs, const mgpu_model_tensor *ks,
-                     scratch *s)
+                     buffers *d)
 {
     const mgpu_flux_config *c = &r->f->cfg;
-    int64_t h = c->hidden, d = c->head_dim, heads = c->heads;
-    float qscale[1024], kscale[1024];
-    if (d > 1024) {
-        r->status = mgpu_error_set(r->err, MGPU_ERR_UNSUPPORTED, "FLUX: head size %lld", (long long)d);
-        return;
-    }
-    decode_vector(r, qs, qscale);
-    decode_vector(r, ks, kscale);
+    mgpu_backend *be = r->be;
+    int64_t h = c->hidden, hd = c->head_dim, heads = c->heads;
+    mgpu_wref scale[2] = {weight(r, qs), weight(r, ks)};
     if (r->status != MGPU_OK)
         return;
-    float *dst[3] = {s->q, s->k, s->v};
+    float *dst[3] = {d->q, d->k, d->v};
     for (int part = 0; part < 3; part++) {
-        copy_columns(qkv, tokens, qkv_cols, part * h, h, s->tok, h, 0);
+        be->ops->copy_2d(be, d->tok, h, qkv + part * h, qkv_cols, tokens, h);
         if (part < 2) /* [tokens][heads][d] is [tokens * heads][d]: per-head norm */
-            mgpu_cpu_rmsnorm(s->tok, s->tok, tokens * heads, d, part ? kscale : qscale, NORM_EPS,
-                             r->pool);
-        /* [tokens][heads*d] -> [heads][total][d] at token offset `at` */
+            be->ops->rmsnorm(be, d->tok, d->tok, tokens * heads, hd, scale[part], NORM_EPS);
         for (int64_t hh = 0; hh < heads; hh++)
-            for (int64_t t = 0; t < tokens; t++)
-                memcpy(dst[part] + (hh * total + at + t) * d, s->tok + t * h + hh * d,
-                       (size_t)d * sizeof(float));
+            be->ops->copy_2d(be, dst[part] + (hh * total + at) * hd, hd, d->tok + hh * hd, h,
+                             tokens, hd);
     }
 }
 
-/* rope on q and k, attention, back to [total][hidden] in s->attn. */
-static void attend(run *r, int64_t total, scratch *s)
+/* rope on q and k, attention, back to [total][hidden] in d->attn. */
+static void attend(run *r, int64_t total, buffers *d)
 {
     const mgpu_flux_config *c = &r->f->cfg;
-    mgpu_cpu_rope_apply(s->q, c->heads, total, c->head_dim, s->cos_t, s->sin_t, r->pool);
-    mgpu_cpu_rope_apply(s->k, c->heads, total, c->head_dim, s->cos_t, s->sin_t, r->pool);
-    mgpu_cpu_attention(s->q, s->k, s->v, s->tok, c->heads, total, total, c->head_dim,
-                       1.0f / sqrtf((float)c->head_dim), r->pool);
-    mgpu_cpu_heads_to_tokens(s->tok, total, c->heads, c->head_dim, s->attn);
+    mgpu_backend *be = r->be;
+    be->ops->rope(be, d->q, c->heads, total, c->head_dim, d->cos_t, d->sin_t);
+    be->ops->rope(be, d->k, c->heads, total, c->head_dim, d->cos_t, d->sin_t);
+    be->ops->attention(be, d->q, d->k, d->v, d->tok, c->heads, total, total, c->head_dim,
+                       1.0f / sqrtf((float)c->head_dim), NULL, false);
+    be->ops->heads_to_tokens(be, d->tok, total, c->heads, c->head_dim, d->attn);
+}
+
+/* y = modulate(layernorm(x), shift, scale) */
+static void norm_modulate(run *r, const float *x, float *y, int64_t rows, const float *shift,
+                          const float *scale)
+{
+    mgpu_backend *be = r->be;
+    int64_t h = r->f->cfg.hidden;
+    mgpu_wref none = {NULL, MGPU_DTYPE_F32};
+    be->ops->layernorm(be, x, y, rows, h, none, none, NORM_EPS);
+    be->ops->modulate(be, y, y, rows, h, shift, scale);
 }
 
 /* x += gate * mlp2(gelu(mlp1(modulate(layernorm(x), shift, scale)))) */
 static void mlp_residual(run *r, float *x, int64_t rows, const float *mod, const linear_w *m0,
-                         const linear_w *m2, scratch *s)
+                         const linear_w *m2, buffers *d)
 {
     const mgpu_flux_config *c = &r->f->cfg;
     int64_t h = c->hidden;
-    mgpu_cpu_layernorm(x, s->tmp, rows, h, NULL, NULL, NORM_EPS, r->pool);
-    mgpu_cpu_modulate(s->tmp, s->tmp, rows, h, mod + 3 * h, mod + 4 * h, r->pool);
-    linear(r, m0, s->tmp, rows, s->mlp);
+    norm_modulate(r, x, d->tmp, rows, mod + 3 * h, mod + 4 * h);
+    linear(r, m0, d->tmp, rows, d->mlp);
     if (r->status != MGPU_OK)
         return;
-    mgpu_cpu_gelu_tanh(s->mlp, rows * c->mlp_hidden, r->pool);
-    linear(r, m2, s->mlp, rows, s->tmp);
+    r->be->ops->unary(r->be, MGPU_UNARY_GELU_TANH, d->mlp, rows * c->mlp_hidden);
+    linear(r, m2, d->mlp, rows, d->tmp);
     if (r->status == MGPU_OK)
-        mgpu_cpu_gate_add(x, s->tmp, rows, h, mod + 5 * h, r->pool);
+        r->be->ops->gate_add(r->be, x, d->tmp, rows, h, mod + 5 * h);
 }
 
 static void double_block_forward(run *r, const double_block *b, float *img, int64_t n_img,
-                                 float *txt, int64_t n_txt, const float *silu_vec, scratch *s,
-                                 float *mod_img, float *mod_txt)
+                                 float *txt, int64_t n_txt, buffers *d)
 {
     const mgpu_flux_config *c = &r->f->cfg;
     int64_t h = c->hidden, total = n_txt + n_img;
-    linear(r, &b->img_mod, silu_vec, 1, mod_img); /* shift1 scale1 gate1 shift2 scale2 gate2 */
-    linear(r, &b->txt_mod, silu_vec, 1, mod_txt);
+    /* shift1 scale1 gate1 shift2 scale2 gate2 */
+    linear(r, &b->img_mod, d->silu_vec, 1, d->mod_a);
+    linear(r, &b->txt_mod, d->silu_vec, 1, d->mod_b);
     if (r->status != MGPU_OK)
         return;
     /* attention inputs, text first */
@@ -457,56 +434,55 @@ static void double_block_forward(run *r, const double_block *b, float *img, int6
         const float *mod;
         const linear_w *qkv;
         const mgpu_model_tensor *qs, *ks;
-    } side[2] = {{txt, n_txt, 0, mod_txt, &b->txt_qkv, b->txt_q_scale, b->txt_k_scale},
-                 {img, n_img, n_txt, mod_img, &b->img_qkv, b->img_q_scale, b->img_k_scale}};
+    } side[2] = {{txt, n_txt, 0, d->mod_b, &b->txt_qkv, b->txt_q_scale, b->txt_k_scale},
+                 {img, n_img, n_txt, d->mod_a, &b->img_qkv, b->img_q_scale, b->img_k_scale}};
     for (int i = 0; i < 2 && r->status == MGPU_OK; i++) {
-        mgpu_cpu_layernorm(side[i].x, s->tmp, side[i].rows, h, NULL, NULL, NORM_EPS, r->pool);
-        mgpu_cpu_modulate(s->tmp, s->tmp, side[i].rows, h, side[i].mod, side[i].mod + h, r->pool);
-        linear(r, side[i].qkv, s->tmp, side[i].rows, s->qkv);
+        norm_modulate(r, side[i].x, d->tmp, side[i].rows, side[i].mod, side[i].mod + h);
+        linear(r, side[i].qkv, d->tmp, side[i].rows, d->qkv);
         if (r->status == MGPU_OK)
-            heads_qk(r, s->qkv, side[i].rows, 3 * h, side[i].at, total, side[i].qs, side[i].ks, s);
+            heads_qk(r, d->qkv, side[i].rows, 3 * h, side[i].at, total, side[i].qs, side[i].ks, d);
     }
     if (r->status != MGPU_OK)
         return;
-    attend(r, total, s);
+    attend(r, total, d);
     /* x += gate1 * proj(attention rows of x) */
     const linear_w *proj[2] = {&b->txt_proj, &b->img_proj};
     for (int i = 0; i < 2 && r->status == MGPU_OK; i++) {
-        linear(r, proj[i], s->attn + side[i].at * h, side[i].rows, s->tmp);
+        linear(r, proj[i], d->attn + side[i].at * h, side[i].rows, d->tmp);
         if (r->status == MGPU_OK)
-            mgpu_cpu_gate_add(side[i].x, s->tmp, side[i].rows, h, side[i].mod + 2 * h, r->pool);
+            r->be->ops->gate_add(r->be, side[i].x, d->tmp, side[i].rows, h, side[i].mod + 2 * h);
     }
     if (r->status == MGPU_OK)
-        mlp_residual(r, txt, n_txt, mod_txt, &b->txt_mlp0, &b->txt_mlp2, s);
+        mlp_residual(r, txt, n_txt, d->mod_b, &b->txt_mlp0, &b->txt_mlp2, d);
     if (r->status == MGPU_OK)
-        mlp_residual(r, img, n_img, mod_img, &b->img_mlp0, &b->img_mlp2, s);
+        mlp_residual(r, img, n_img, d->mod_a, &b->img_mlp0, &b->img_mlp2, d);
 }
 
 static void single_block_forward(run *r, const single_block *b, float *x, int64_t total,
-                                 const float *silu_vec, scratch *s, float *mod)
+                                 buffers *d)
 {
     const mgpu_flux_config *c = &r->f->cfg;
+    mgpu_backend *be = r->be;
     int64_t h = c->hidden, m = c->mlp_hidden, cols = 3 * h + m;
-    linear(r, &b->mod, silu_vec, 1, mod); /* shift scale gate */
+    linear(r, &b->mod, d->silu_vec, 1, d->mod_a); /* shift scale gate */
     if (r->status != MGPU_OK)
         return;
-    mgpu_cpu_layernorm(x, s->tmp, total, h, NULL, NULL, NORM_EPS, r->pool);
-    mgpu_cpu_modulate(s->tmp, s->tmp, total, h, mod, mod + h, r->pool);
-    linear(r, &b->linear1, s->tmp, total, s->qkv); /* [total][3h + m] */
+    norm_modulate(r, x, d->tmp, total, d->mod_a, d->mod_a + h);
+    linear(r, &b->linear1, d->tmp, total, d->qkv); /* [total][3h + m] */
     if (r->status != MGPU_OK)
         return;
-    heads_qk(r, s->qkv, total, cols, 0, total, b->q_scale, b->k_scale, s);
+    heads_qk(r, d->qkv, total, cols, 0, total, b->q_scale, b->k_scale, d);
     if (r->status != MGPU_OK)
         return;
-    attend(r, total, s);
+    attend(r, total, d);
     /* cat(attention, gelu(mlp)) -> linear2 */
-    copy_columns(s->attn, total, h, 0, h, s->cat, h + m, 0);
-    copy_columns(s->qkv, total, cols, 3 * h, m, s->cat, h + m, h);
-    for (int64_t t = 0; t < total; t++)
-        mgpu_cpu_gelu_tanh(s->cat + t * (h + m) + h, m, NULL);
-    linear(r, &b->linear2, s->cat, total, s->tmp);
+    be->ops->copy_2d(be, d->mlp, m, d->qkv + 3 * h, cols, total, m);
+    be->ops->unary(be, MGPU_UNARY_GELU_TANH, d->mlp, total * m);
+    be->ops->copy_2d(be, d->cat, h + m, d->attn, h, total, h);
+    be->ops->copy_2d(be, d->cat + h, h + m, d->mlp, m, total, m);
+    linear(r, &b->linear2, d->cat, total, d->tmp);
     if (r->status == MGPU_OK)
-        mgpu_cpu_gate_add(x, s->tmp, total, h, mod + 2 * h, r->pool);
+        be->ops->gate_add(be, x, d->tmp, total, h, d->mod_a + 2 * h);
 }
 
 static void enter(run *r, int block)
@@ -521,8 +497,70 @@ static void leave(run *r, int block)
         r->src->leave_block(r->src->context, block);
 }
 
+static void upload(run *r, float *dst, const float *src, int64_t n)
+{
+    if (r->status == MGPU_OK)
+        r->status = mgpu_backend_upload(r->be, dst, src, (size_t)n * sizeof(float), r->err);
+}
+
+/* One batch item: its inputs are uploaded, the result downloaded into
+ * out_patches [n_img][out_channels]. */
+static void forward_one(run *r, const mgpu_flux_inputs *in, int64_t b, buffers *d,
+                        const float *patches, float *emb, const float *zeros, float *out_patches)
+{
+    const mgpu_flux *f = r->f;
+    const mgpu_flux_config *c = &f->cfg;
+    mgpu_backend *be = r->be;
+    int64_t h = c->hidden, n_txt = in->text_len, n_img = (in->height / 2) * (in->width / 2);
+    int64_t total = n_txt + n_img;
+    float *txt = d->x, *img = d->x + n_txt * h; /* text rows first */
+    upload(r, d->patches, patches, n_img * c->in_channels);
+    upload(r, d->context, in->context + b * n_txt * c->context_dim, n_txt * c->context_dim);
+    upload(r, d->y, in->y + b * c->vec_dim, c->vec_dim);
+    linear(r, &f->img_in, d->patches, n_img, img);
+    linear(r, &f->txt_in, d->context, n_txt, txt);
+    /* vec = time_in(t) (+ guidance_in(g)) + vector_in(y) */
+    upload(r, d->vec, zeros, h);
+    timestep_embedding(in->timestep[b], emb, 256);
+    upload(r, d->emb, emb, 256);
+    embed_add(r, &f->time_in0, &f->time_in1, d->emb, d);
+    if (c->guidance) {
+        timestep_embedding(in->guidance[b], emb, 256);
+        upload(r, d->emb, emb, 256);
+        embed_add(r, &f->guidance_in0, &f->guidance_in1, d->emb, d);
+    }
+    embed_add(r, &f->vector_in0, &f->vector_in1, d->y, d);
+    if (r->status != MGPU_OK)
+        return;
+    be->ops->copy_2d(be, d->silu_vec, h, d->vec, h, 1, h);
+    be->ops->unary(be, MGPU_UNARY_SILU, d->silu_vec, h);
+    for (int i = 0; i < c->depth_double && r->status == MGPU_OK; i++) {
+        enter(r, f->doubles[i].block);
+        if (r->status == MGPU_OK)
+            double_block_forward(r, &f->doubles[i], img, n_img, txt, n_txt, d);
+        leave(r, f->doubles[i].block);
+    }
+    /* single blocks run over text and image together: x is already laid out
+     * text first */
+    for (int i = 0; i < c->depth_single && r->status == MGPU_OK; i++) {
+        enter(r, f->singles[i].block);
+        if (r->status == MGPU_OK)
+            single_block_forward(r, &f->singles[i], d->x, total, d);
+        leave(r, f->singles[i].block);
+    }
+    /* final layer: shift and scale (in that order), norm, linear */
+    linear(r, &f->final_mod, d->silu_vec, 1, d->mod_a);
+    if (r->status != MGPU_OK)
+        return;
+    norm_modulate(r, img, d->tmp, n_img, d->mod_a, d->mod_a + h);
+    linear(r, &f->final_linear, d->tmp, n_img, d->patches);
+    if (r->status == MGPU_OK)
+        r->status = mgpu_backend_download(be, out_patches, d->patches,
+                                          (size_t)(n_img * c->out_channels) * sizeof(float), r->err);
+}
+
 mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
-                              const mgpu_flux_inputs *in, float *out, mgpu_threadpool *pool,
+                              const mgpu_flux_inputs *in, float *out, mgpu_backend *be,
                               mgpu_error *err)
 {
     const mgpu_flux_config *c = &f->cfg;
@@ -540,30 +578,31 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
     int64_t gh = in->height / 2, gw = in->width / 2, n_img = gh * gw, n_txt = in->text_len;
     int64_t total = n_img + n_txt;
     int64_t wide = 3 * h + c->mlp_hidden; /* the widest activation row */
-    scratch s = {0};
-    size_t row = (size_t)total * sizeof(float);
-    s.qkv = malloc(row * (size_t)wide);
-    s.q = malloc(row * (size_t)h);
-    s.k = malloc(row * (size_t)h);
-    s.v = malloc(row * (size_t)h);
-    s.attn = malloc(row * (size_t)h);
-    s.tok = malloc(row * (size_t)h);
-    s.mlp = malloc(row * (size_t)c->mlp_hidden);
-    s.tmp = malloc(row * (size_t)(h > c->context_dim ? h : c->context_dim));
-    s.cat = malloc(row * (size_t)(h + c->mlp_hidden));
-    s.cos_t = malloc(row * (size_t)c->head_dim / 2);
-    s.sin_t = malloc(row * (size_t)c->head_dim / 2);
-    float *x = malloc(row * (size_t)h); /* txt rows then img rows */
-    float *patches = malloc((size_t)n_img * (size_t)c->in_channels * sizeof(float));
+    int64_t pairs = c->head_dim / 2;
+    int64_t chan = c->in_channels > c->out_channels ? c->in_channels : c->out_channels;
+    const int64_t sizes[N_BUFFERS] = {
+        total * wide, total * h, total * h, total * h, total * h, total * h,
+        total * c->mlp_hidden, total * (h > c->context_dim ? h : c->context_dim),
+        total * (h + c->mlp_hidden), total * pairs, total * pairs,
+        total * h, n_img * chan, n_txt * c->context_dim, c->vec_dim, h, h, 6 * h, 6 * h, 256, h,
+        h,
+    };
+    buffers d = {0};
+    float **slot[N_BUFFERS] = {&d.qkv, &d.q,       &d.k,       &d.v,        &d.attn,     &d.tok,
+                               &d.mlp, &d.tmp,     &d.cat,     &d.cos_t,    &d.sin_t,    &d.x,
+                               &d.patches, &d.context, &d.y, &d.vec, &d.silu_vec, &d.mod_a,
+                               &d.mod_b, &d.emb, &d.t1, &d.t2};
+    run r = {f, src, be, err, MGPU_OK};
+    for (int i = 0; i < N_BUFFERS && r.status == MGPU_OK; i++)
+        r.status = mgpu_backend_alloc_f32(be, sizes[i], slot[i], err);
+    /* host side: packing, positions and the rope table, embeddings */
+    float *patches = malloc((size_t)(n_img * chan) * sizeof(float));
     float *positions = malloc((size_t)total * 3 * sizeof(float));
-    float *vec = malloc((size_t)h * sizeof(float)), *silu_vec = malloc((size_t)h * sizeof(float));
-    float *mod_a = malloc((size_t)(6 * h) * sizeof(float)), *mod_b = malloc((size_t)(6 * h) * sizeof(float));
-    float *emb = malloc(256 * sizeof(float)), *t1 = malloc((size_t)h * sizeof(float)),
-          *t2 = malloc((size_t)h * sizeof(float));
-    run r = {f, src, pool, err, MGPU_OK, {NULL, 0}};
-    if (!s.qkv || !s.q || !s.k || !s.v || !s.attn || !s.tok || !s.mlp || !s.tmp || !s.cat ||
-        !s.cos_t || !s.sin_t || !x || !patches || !positions || !vec || !silu_vec || !mod_a ||
-        !mod_b || !emb || !t1 || !t2)
+    float *cos_t = malloc((size_t)(total * pairs) * sizeof(float));
+    float *sin_t = malloc((size_t)(total * pairs) * sizeof(float));
+    float *emb = malloc(256 * sizeof(float));
+    float *zeros = calloc((size_t)h, sizeof(float));
+    if (r.status == MGPU_OK && (!patches || !positions || !cos_t || !sin_t || !emb || !zeros))
         r.status = mgpu_error_set(err, MGPU_ERR_NO_MEMORY,
                                   "FLUX: out of memory for activations of %lld tokens",
                                   (long long)total);
@@ -574,12 +613,13 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
         positions[3 * t + 1] = i < 0 ? 0.0f : (float)(i / gw);
         positions[3 * t + 2] = i < 0 ? 0.0f : (float)(i % gw);
     }
-    if (r.status == MGPU_OK)
-        mgpu_cpu_rope_table(positions, total, 3, c->axes_dim, c->theta, s.cos_t, s.sin_t);
-
+    if (r.status == MGPU_OK) {
+        mgpu_cpu_rope_table(positions, total, 3, c->axes_dim, c->theta, cos_t, sin_t);
+        upload(&r, d.cos_t, cos_t, total * pairs);
+        upload(&r, d.sin_t, sin_t, total * pairs);
+    }
     for (int64_t b = 0; b < in->batch && r.status == MGPU_OK; b++) {
         const float *xb = in->x + b * lat * in->height * in->width;
-        float *txt = x, *img = x + n_txt * h;
         /* pack 2x2 patches: (c, ph, pw) fastest-last within a patch */
         for (int64_t py = 0; py < gh; py++)
             for (int64_t px = 0; px < gw; px++) {
@@ -589,41 +629,7 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
                         for (int dx = 0; dx < 2; dx++)
                             *p++ = xb[(ch * in->height + 2 * py + dy) * in->width + 2 * px + dx];
             }
-        linear(&r, &f->img_in, patches, n_img, img);
-        linear(&r, &f->txt_in, in->context + b * n_txt * c->context_dim, n_txt, txt);
-        /* vec = time_in(t) (+ guidance_in(g)) + vector_in(y) */
-        memset(vec, 0, (size_t)h * sizeof(float));
-        timestep_embedding(in->timestep[b], emb, 256);
-        embed_add(&r, &f->time_in0, &f->time_in1, emb, vec, t1, t2, h);
-        if (c->guidance) {
-            timestep_embedding(in->guidance[b], emb, 256);
-            embed_add(&r, &f->guidance_in0, &f->guidance_in1, emb, vec, t1, t2, h);
-        }
-        embed_add(&r, &f->vector_in0, &f->vector_in1, in->y + b * c->vec_dim, vec, t1, t2, h);
-        memcpy(silu_vec, vec, (size_t)h * sizeof(float));
-        mgpu_cpu_silu(silu_vec, h, NULL);
-        for (int i = 0; i < c->depth_double && r.status == MGPU_OK; i++) {
-            enter(&r, f->doubles[i].block);
-            if (r.status == MGPU_OK)
-                double_block_forward(&r, &f->doubles[i], img, n_img, txt, n_txt, silu_vec, &s,
-                                     mod_a, mod_b);
-            leave(&r, f->doubles[i].block);
-        }
-        /* single blocks run over text and image together: x is already
-         * laid out text first */
-        for (int i = 0; i < c->depth_single && r.status == MGPU_OK; i++) {
-            enter(&r, f->singles[i].block);
-            if (r.status == MGPU_OK)
-                single_block_forward(&r, &f->singles[i], x, total, silu_vec, &s, mod_a);
-            leave(&r, f->singles[i].block);
-        }
-        /* final layer: shift and scale (in that order), norm, linear */
-        linear(&r, &f->final_mod, silu_vec, 1, mod_a);
-        if (r.status != MGPU_OK)
-            break;
-        mgpu_cpu_layernorm(img, s.tmp, n_img, h, NULL, NULL, NORM_EPS, pool);
-        mgpu_cpu_modulate(s.tmp, s.tmp, n_img, h, mod_a, mod_a + h, pool);
-        linear(&r, &f->final_linear, s.tmp, n_img, patches);
+        forward_one(&r, in, b, &d, patches, emb, zeros, patches);
         if (r.status != MGPU_OK)
             break;
         float *ob = out + b * out_lat * in->height * in->width;
@@ -636,27 +642,18 @@ mgpu_status mgpu_flux_forward(const mgpu_flux *f, const mgpu_tensor_source *src,
                             ob[(ch * in->height + 2 * py + dy) * in->width + 2 * px + dx] = *p++;
             }
     }
-    free(s.qkv);
-    free(s.q);
-    free(s.k);
-    free(s.v);
-    free(s.attn);
-    free(s.tok);
-    free(s.mlp);
-    free(s.tmp);
-    free(s.cat);
-    free(s.cos_t);
-    free(s.sin_t);
-    free(x);
+    if (r.status == MGPU_OK)
+        r.status = be->ops->synchronize(be, err);
+    else
+        be->ops->synchronize(be, NULL);
+    for (int i = 0; i < N_BUFFERS; i++)
+        if (*slot[i])
+            be->ops->free(be, *slot[i]);
     free(patches);
     free(positions);
-    free(vec);
-    free(silu_vec);
-    free(mod_a);
-    free(mod_b);
+    free(cos_t);
+    free(sin_t);
     free(emb);
-    free(t1);
-    free(t2);
-    mgpu_cpu_scratch_free(&r.scratch);
+    free(zeros);
     return r.status;
 }

@@ -3,17 +3,17 @@
  * embeddings, 3-axis rotary positions over text and image tokens, and 2x2
  * latent packing. Sizes come from the tensor shapes; what the weights do
  * not store (head count, rope axes, theta) takes FLUX.1's published values
- * unless overridden. Written once against the tensor source and the CPU
- * kernels. Internal to libmgpu. */
+ * unless overridden. Written once against the tensor source and the
+ * backend interface. Internal to libmgpu. */
 #ifndef MGPU_MODELS_FLUX_H
 #define MGPU_MODELS_FLUX_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "exec/source.h"
 #include "mgpu/model.h"
-#include "ops/threadpool.h"
 
 typedef struct mgpu_flux_config {
     int64_t hidden;       /* 3072 */
@@ -56,9 +56,10 @@ typedef struct mgpu_flux_inputs {
     const float *guidance; /* [batch], required when config.guidance */
 } mgpu_flux_inputs;
 
-/* out: [batch][out_channels / 4][height][width]. */
+/* Host inputs, host out: [batch][out_channels / 4][height][width]. The
+ * weights come from `source` as pointers on `be`'s device. */
 mgpu_status mgpu_flux_forward(const mgpu_flux *flux, const mgpu_tensor_source *source,
-                              const mgpu_flux_inputs *in, float *out, mgpu_threadpool *pool,
+                              const mgpu_flux_inputs *in, float *out, mgpu_backend *be,
                               mgpu_error *err);
 
 #endif

@@ -38,6 +38,7 @@
  * Determinism: the pool splits (head, query block) pairs; every output row
  * belongs to exactly one pair, and a pair's arithmetic depends only on the
  * shapes, never on the thread that runs it. */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -292,6 +293,8 @@ typedef struct attention_job {
     int64_t q_blocks; /* per head */
     float sign;       /* of scale, folded into the packed queries */
     float c;          /* |scale| * log2(e) */
+    const float *bias; /* [heads][q_len][kv_len] or NULL */
+    int causal;
 } attention_job;
 
 typedef struct scratch {
@@ -321,7 +324,11 @@ static void attend_block(const attention_job *jb, int64_t head, int64_t qblock, 
     const float *k = jb->k + head * jb->kv_len * d;
     const float *v = jb->v + head * jb->kv_len * d;
     float *out = jb->out + (head * jb->q_len + q0) * d;
-    const v4f cv = vsplat(jb->c);
+    const float *bias = jb->bias ? jb->bias + (head * jb->q_len + q0) * jb->kv_len : NULL;
+    const int logits = bias || jb->causal;
+    /* With a bias or a mask the scores become log2-domain logits before the
+     * softmax, which then runs with a unit scale. */
+    const v4f cv = vsplat(logits ? 1.0f : jb->c);
     const int single_slice = d <= DC;
 
     if (single_slice)
@@ -337,6 +344,23 @@ static void attend_block(const attention_job *jb, int64_t head, int64_t qblock, 
                 pack_queries(jb, q, rows, c0, dc, sc->qt);
             gemm_scores(k + kb0 * d + c0, d, keys, sc->qt, dc, sc->s, c0 > 0);
         }
+
+        if (logits)
+            for (int64_t j = 0; j < keys; j++) {
+                float *sj = sc->s + j * QB;
+                for (int64_t i = 0; i < QB; i++) {
+                    if (i >= rows) {
+                        sj[i] = 0.0f; /* padding lanes: finite, discarded */
+                        continue;
+                    }
+                    float v = sj[i] * jb->c;
+                    if (bias)
+                        v += bias[i * jb->kv_len + kb0 + j] * 1.4426950408889634f;
+                    if (jb->causal && kb0 + j > q0 + i)
+                        v = -INFINITY;
+                    sj[i] = v;
+                }
+            }
 
         /* online softmax, lane-wise: new max, rescale factor, probabilities
          * and their sum, each key in order */
@@ -399,6 +423,13 @@ void mgpu_cpu_attention(const float *q, const float *k, const float *v, float *o
                         int64_t q_len, int64_t kv_len, int64_t head_dim, float scale,
                         mgpu_threadpool *pool)
 {
+    mgpu_cpu_attention_ex(q, k, v, out, heads, q_len, kv_len, head_dim, scale, NULL, 0, pool);
+}
+
+void mgpu_cpu_attention_ex(const float *q, const float *k, const float *v, float *out,
+                           int64_t heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
+                           float scale, const float *bias, int causal, mgpu_threadpool *pool)
+{
     if (heads <= 0 || q_len <= 0 || head_dim <= 0)
         return;
     if (kv_len <= 0) {
@@ -418,6 +449,8 @@ void mgpu_cpu_attention(const float *q, const float *k, const float *v, float *o
         .q_blocks = (q_len + QB - 1) / QB,
         .sign = scale < 0.0f ? -1.0f : 1.0f,
         .c = (float)((scale < 0.0f ? -(double)scale : (double)scale) * 1.4426950408889634),
+        .bias = bias,
+        .causal = causal,
     };
     mgpu_threadpool_run(pool, attention_chunk, &jb, heads * jb.q_blocks, 1);
 }

@@ -141,6 +141,42 @@ void mgpu_cpu_silu(float *x, int64_t n, mgpu_threadpool *pool)
     mgpu_threadpool_run(pool, silu_range, x, n, ELEM_GRAIN);
 }
 
+static void gelu_erf_range(void *ctx, int64_t begin, int64_t end)
+{
+    float *x = ctx;
+    for (int64_t i = begin; i < end; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+void mgpu_cpu_gelu_erf(float *x, int64_t n, mgpu_threadpool *pool)
+{
+    mgpu_threadpool_run(pool, gelu_erf_range, x, n, ELEM_GRAIN);
+}
+
+static void gelu_quick_range(void *ctx, int64_t begin, int64_t end)
+{
+    float *x = ctx;
+    for (int64_t i = begin; i < end; i++)
+        x[i] = x[i] / (1.0f + expf(-1.702f * x[i])); /* x * sigmoid(1.702 x) */
+}
+
+void mgpu_cpu_gelu_quick(float *x, int64_t n, mgpu_threadpool *pool)
+{
+    mgpu_threadpool_run(pool, gelu_quick_range, x, n, ELEM_GRAIN);
+}
+
+static void relu_range(void *ctx, int64_t begin, int64_t end)
+{
+    float *x = ctx;
+    for (int64_t i = begin; i < end; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void mgpu_cpu_relu(float *x, int64_t n, mgpu_threadpool *pool)
+{
+    mgpu_threadpool_run(pool, relu_range, x, n, ELEM_GRAIN);
+}
+
 /* ------------------------------------------------------------ softmax */
 
 typedef struct softmax_job {
@@ -200,6 +236,25 @@ static void mul_range(void *ctx, int64_t begin, int64_t end)
     const binary_job *j = ctx;
     for (int64_t i = begin; i < end; i++)
         j->y[i] = j->a[i] * j->b[i];
+}
+
+typedef struct scale_job {
+    float *y;
+    const float *x;
+    float s;
+} scale_job;
+
+static void scale_range(void *ctx, int64_t begin, int64_t end)
+{
+    const scale_job *j = ctx;
+    for (int64_t i = begin; i < end; i++)
+        j->y[i] = j->x[i] * j->s;
+}
+
+void mgpu_cpu_scale(float *y, const float *x, float s, int64_t n, mgpu_threadpool *pool)
+{
+    scale_job j = {y, x, s};
+    mgpu_threadpool_run(pool, scale_range, &j, n, ELEM_GRAIN);
 }
 
 void mgpu_cpu_add(float *y, const float *a, const float *b, int64_t n, mgpu_threadpool *pool)
@@ -347,21 +402,27 @@ void mgpu_cpu_rope_apply(float *x, int64_t heads, int64_t tokens, int64_t head_d
 
 /* ------------------------------------------------------------ layout moves */
 
-void mgpu_cpu_split_columns(const float *x, int64_t rows, int64_t parts, int64_t width,
-                            int64_t part, float *out)
+void mgpu_cpu_copy_2d(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                      int64_t rows, int64_t cols)
 {
-    const size_t bytes = (size_t)width * sizeof(float);
+    if (cols <= 0)
+        return;
+    const size_t bytes = (size_t)cols * sizeof(float);
     for (int64_t r = 0; r < rows; r++)
-        memcpy(out + r * width, x + (r * parts + part) * width, bytes);
+        memmove(dst + r * dst_stride, src + r * src_stride, bytes);
 }
 
-void mgpu_cpu_concat_rows(const float *a, int64_t a_rows, const float *b, int64_t b_rows,
-                          int64_t dim, float *out)
+/* Cache blocks of 32 x 32: both sides touch whole cache lines. */
+void mgpu_cpu_transpose(const float *x, int64_t rows, int64_t cols, float *y)
 {
-    if (a_rows > 0)
-        memcpy(out, a, (size_t)(a_rows * dim) * sizeof(float));
-    if (b_rows > 0)
-        memcpy(out + a_rows * dim, b, (size_t)(b_rows * dim) * sizeof(float));
+    enum { TB = 32 };
+    for (int64_t r0 = 0; r0 < rows; r0 += TB)
+        for (int64_t c0 = 0; c0 < cols; c0 += TB) {
+            int64_t r1 = r0 + TB < rows ? r0 + TB : rows, c1 = c0 + TB < cols ? c0 + TB : cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++)
+                    y[c * rows + r] = x[r * cols + c];
+        }
 }
 
 void mgpu_cpu_tokens_to_heads(const float *x, int64_t tokens, int64_t heads, int64_t head_dim,

@@ -24,6 +24,11 @@ void mgpu_cpu_rmsnorm(const float *x, float *y, int64_t rows, int64_t dim, const
 /* In place. gelu with the tanh approximation, as FLUX's MLPs use it. */
 void mgpu_cpu_gelu_tanh(float *x, int64_t n, mgpu_threadpool *pool);
 void mgpu_cpu_silu(float *x, int64_t n, mgpu_threadpool *pool);
+/* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)). */
+void mgpu_cpu_gelu_erf(float *x, int64_t n, mgpu_threadpool *pool);
+/* CLIP's quick GELU, x * sigmoid(1.702 x). */
+void mgpu_cpu_gelu_quick(float *x, int64_t n, mgpu_threadpool *pool);
+void mgpu_cpu_relu(float *x, int64_t n, mgpu_threadpool *pool);
 
 /* Softmax of each row, in place, max-subtracted. */
 void mgpu_cpu_softmax_rows(float *x, int64_t rows, int64_t cols, mgpu_threadpool *pool);
@@ -31,6 +36,8 @@ void mgpu_cpu_softmax_rows(float *x, int64_t rows, int64_t cols, mgpu_threadpool
 /* Elementwise; y may alias a or b. */
 void mgpu_cpu_add(float *y, const float *a, const float *b, int64_t n, mgpu_threadpool *pool);
 void mgpu_cpu_mul(float *y, const float *a, const float *b, int64_t n, mgpu_threadpool *pool);
+/* y = x * s; y may alias x. */
+void mgpu_cpu_scale(float *y, const float *x, float s, int64_t n, mgpu_threadpool *pool);
 
 /* Modulation: y[r][i] = x[r][i] * (1 + scale[i]) + shift[i]; y may alias x. */
 void mgpu_cpu_modulate(float *y, const float *x, int64_t rows, int64_t dim, const float *shift,
@@ -58,13 +65,20 @@ void mgpu_cpu_rope_apply(float *x, int64_t heads, int64_t tokens, int64_t head_d
 void mgpu_cpu_attention(const float *q, const float *k, const float *v, float *out, int64_t heads,
                         int64_t q_len, int64_t kv_len, int64_t head_dim, float scale,
                         mgpu_threadpool *pool);
+/* The same with an additive bias [heads][q_len][kv_len] (may be NULL) and
+ * an optional causal mask (key j hidden from query i when j > i). Without
+ * either it is mgpu_cpu_attention, bit for bit. */
+void mgpu_cpu_attention_ex(const float *q, const float *k, const float *v, float *out,
+                           int64_t heads, int64_t q_len, int64_t kv_len, int64_t head_dim,
+                           float scale, const float *bias, int causal, mgpu_threadpool *pool);
 
-/* Layout moves. [rows][parts * width] -> part p as [rows][width]. */
-void mgpu_cpu_split_columns(const float *x, int64_t rows, int64_t parts, int64_t width, int64_t part,
-                            float *out);
-/* [a_rows][dim] and [b_rows][dim] -> [(a_rows + b_rows)][dim]. */
-void mgpu_cpu_concat_rows(const float *a, int64_t a_rows, const float *b, int64_t b_rows,
-                          int64_t dim, float *out);
+/* Layout moves. rows x cols floats, row strides in floats: slices,
+ * concatenations and column splits are all this. Overlap allowed within a
+ * row (memmove), not across rows. */
+void mgpu_cpu_copy_2d(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                      int64_t rows, int64_t cols);
+/* y[c][r] = x[r][c]; y must not overlap x. */
+void mgpu_cpu_transpose(const float *x, int64_t rows, int64_t cols, float *y);
 /* [tokens][heads * head_dim] <-> [heads][tokens][head_dim]. */
 void mgpu_cpu_tokens_to_heads(const float *x, int64_t tokens, int64_t heads, int64_t head_dim,
                               float *out);

@@ -54,7 +54,12 @@ static int setup(void **state)
     out_count = 2 * 16 * 6 * 8;
     reference = malloc(out_count * sizeof(float));
     mgpu_tensor_source resident = mgpu_resident_source();
-    return mgpu_flux_forward(flux, &resident, &in, reference, NULL, &err) == MGPU_OK ? 0 : -1;
+    mgpu_backend *be = NULL;
+    if (mgpu_backend_cpu_create(1, &be, &err) != MGPU_OK)
+        return -1;
+    mgpu_status s = mgpu_flux_forward(flux, &resident, &in, reference, be, &err);
+    mgpu_backend_free(be);
+    return s == MGPU_OK ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -80,34 +85,41 @@ static void run_placement(const char *devices, const char *alloc, uint64_t stagi
     mgpu_plan *plan;
     if (mgpu_plan_create(&r, &plan, &err) != MGPU_OK)
         fail_msg("'%s': %s", alloc, err.message);
-    mgpu_executor *ex;
-    mgpu_executor_options opts = {staging, 1};
-    assert_int_equal(mgpu_executor_create(plan, &opts, &ex, &err), MGPU_OK);
-    mgpu_tensor_source src = mgpu_executor_source(ex);
-    mgpu_threadpool *pool;
-    assert_int_equal(mgpu_threadpool_create(2, &pool, &err), MGPU_OK);
-    float *out = malloc(out_count * sizeof(float));
-    if (mgpu_flux_forward(flux, &src, &in, out, pool, &err) != MGPU_OK)
-        fail_msg("'%s': %s", alloc, err.message);
-    if (memcmp(out, reference, out_count * sizeof(float)) != 0)
-        fail_msg("'%s' on '%s': output differs from the resident run", alloc, devices);
-    mgpu_exec_stats st;
-    mgpu_executor_stats(ex, &st);
-    /* each streamed block crossed once per batch item (the forward runs
-     * the blocks once per item) */
-    uint64_t copied = 0, planned = 0;
-    for (size_t d = 0; d < list.count; d++) {
-        copied += st.bytes_copied[d];
-        planned += plan->device[d].streamed_bytes_per_step;
-        if (expect_disk && list.devices[d].kind == MGPU_DEVICE_DISK)
-            assert_true(st.bytes_copied[d] > 0);
+    /* host-visible staging (the CPU), then the discrete-device paths:
+     * uploads of resident weights, copies on the copy queue, bounce buffers */
+    for (int discrete = 0; discrete < 2; discrete++) {
+        mgpu_backend *be = NULL;
+        assert_int_equal((discrete ? mgpu_backend_cpu_create_discrete : mgpu_backend_cpu_create)(
+                             2, &be, &err),
+                         MGPU_OK);
+        mgpu_executor *ex;
+        mgpu_executor_options opts = {staging, 1};
+        assert_int_equal(mgpu_executor_create(plan, be, &opts, &ex, &err), MGPU_OK);
+        mgpu_tensor_source src = mgpu_executor_source(ex);
+        float *out = malloc(out_count * sizeof(float));
+        if (mgpu_flux_forward(flux, &src, &in, out, be, &err) != MGPU_OK)
+            fail_msg("'%s': %s", alloc, err.message);
+        if (memcmp(out, reference, out_count * sizeof(float)) != 0)
+            fail_msg("'%s' on '%s'%s: output differs from the resident run", alloc, devices,
+                     discrete ? " (discrete)" : "");
+        mgpu_exec_stats st;
+        mgpu_executor_stats(ex, &st);
+        /* each streamed block crossed once per batch item (the forward runs
+         * the blocks once per item) */
+        uint64_t copied = 0, planned = 0;
+        for (size_t d = 0; d < list.count; d++) {
+            copied += st.bytes_copied[d];
+            planned += plan->device[d].streamed_bytes_per_step;
+            if (expect_disk && list.devices[d].kind == MGPU_DEVICE_DISK)
+                assert_true(st.bytes_copied[d] > 0);
+        }
+        assert_int_equal(copied, 2 * planned);
+        assert_true(expect_stream ? copied > 0 : copied == 0);
+        assert_true(st.staging_peak_bytes <= st.staging_budget_bytes);
+        free(out);
+        mgpu_executor_free(ex);
+        mgpu_backend_free(be);
     }
-    assert_int_equal(copied, 2 * planned);
-    assert_true(expect_stream ? copied > 0 : copied == 0);
-    assert_true(st.staging_peak_bytes <= st.staging_budget_bytes);
-    free(out);
-    mgpu_threadpool_free(pool);
-    mgpu_executor_free(ex);
     mgpu_plan_free(plan);
 }
 
@@ -136,9 +148,12 @@ static void test_staging_budget(void **state)
     mgpu_plan *plan;
     assert_int_equal(mgpu_plan_create(&r, &plan, &err), MGPU_OK);
     mgpu_executor *ex;
+    mgpu_backend *be = NULL;
+    assert_int_equal(mgpu_backend_cpu_create(1, &be, &err), MGPU_OK);
     /* too small for the largest block: refused, saying why */
     mgpu_executor_options tiny = {4096, 1};
-    assert_int_equal(mgpu_executor_create(plan, &tiny, &ex, &err), MGPU_ERR_ARGUMENT);
+    assert_int_equal(mgpu_executor_create(plan, be, &tiny, &ex, &err), MGPU_ERR_ARGUMENT);
+    mgpu_backend_free(be);
     assert_non_null(strstr(err.message, "largest streamed block"));
     mgpu_plan_free(plan);
     /* a budget of exactly one block works too (no overlap, but correct) */

@@ -19,7 +19,7 @@
 #include "mgpu/safetensors.h"
 #include "models/flux.h"
 #include "models/flux_reference.h"
-#include "ops/threadpool.h"
+#include "backend/backend.h"
 #include "synth_write.h"
 #include "test_models.h"
 #include "test_util.h"
@@ -157,14 +157,16 @@ static void check_forward(const char *label, const char *path, int64_t heads,
     assert_true(real && pooled && want);
 
     mgpu_tensor_source source = mgpu_resident_source();
-    if (mgpu_flux_forward(flux, &source, in, real, NULL, &err) != MGPU_OK)
+    mgpu_backend *one = NULL, *four = NULL;
+    if (mgpu_backend_cpu_create(1, &one, &err) != MGPU_OK ||
+        mgpu_backend_cpu_create(4, &four, &err) != MGPU_OK)
+        fail_msg("backend: %s", err.message);
+    if (mgpu_flux_forward(flux, &source, in, real, one, &err) != MGPU_OK)
         fail_msg("%s: forward: %s", label, err.message);
-    mgpu_threadpool *pool = NULL;
-    if (mgpu_threadpool_create(4, &pool, &err) != MGPU_OK)
-        fail_msg("threadpool: %s", err.message);
-    if (mgpu_flux_forward(flux, &source, in, pooled, pool, &err) != MGPU_OK)
-        fail_msg("%s: forward with a pool: %s", label, err.message);
-    mgpu_threadpool_free(pool);
+    if (mgpu_flux_forward(flux, &source, in, pooled, four, &err) != MGPU_OK)
+        fail_msg("%s: forward with 4 threads: %s", label, err.message);
+    mgpu_backend_free(one);
+    mgpu_backend_free(four);
 
     char msg[256];
     mgpu_flux_ref_inputs rin = ref_inputs(in);
@@ -330,22 +332,25 @@ static void test_forward_errors(void **state)
     float *out = calloc(16 * 8 * 8, sizeof *out);
     assert_non_null(out);
     mgpu_tensor_source source = mgpu_resident_source();
+    mgpu_backend *be = NULL;
+    if (mgpu_backend_cpu_create(1, &be, &err) != MGPU_OK)
+        fail_msg("backend: %s", err.message);
 
     mgpu_flux_inputs odd = c.in;
     odd.height = 7; /* x holds 8x8 values, more than a 7x8 latent reads */
     err = (mgpu_error){0};
-    assert_int_not_equal(mgpu_flux_forward(flux, &source, &odd, out, NULL, &err), MGPU_OK);
+    assert_int_not_equal(mgpu_flux_forward(flux, &source, &odd, out, be, &err), MGPU_OK);
     print_message("odd latent: %s\n", err.message);
     assert_true(err.message[0] != '\0');
     odd = c.in;
     odd.width = 5;
     err = (mgpu_error){0};
-    assert_int_not_equal(mgpu_flux_forward(flux, &source, &odd, out, NULL, &err), MGPU_OK);
+    assert_int_not_equal(mgpu_flux_forward(flux, &source, &odd, out, be, &err), MGPU_OK);
 
     mgpu_flux_inputs no_guidance = c.in;
     no_guidance.guidance = NULL;
     err = (mgpu_error){0};
-    assert_int_not_equal(mgpu_flux_forward(flux, &source, &no_guidance, out, NULL, &err),
+    assert_int_not_equal(mgpu_flux_forward(flux, &source, &no_guidance, out, be, &err),
                          MGPU_OK);
     print_message("missing guidance: %s\n", err.message);
     assert_true(contains_nocase(err.message, "guidance"));
@@ -359,8 +364,9 @@ static void test_forward_errors(void **state)
 
     /* and the valid inputs still run after the rejected ones */
     err = (mgpu_error){0};
-    if (mgpu_flux_forward(flux, &source, &c.in, out, NULL, &err) != MGPU_OK)
+    if (mgpu_flux_forward(flux, &source, &c.in, out, be, &err) != MGPU_OK)
         fail_msg("forward: %s", err.message);
+    mgpu_backend_free(be);
     free(out);
     free_inputs(&c);
     mgpu_flux_free(flux);

@@ -334,6 +334,65 @@ static void test_thread_invariance(void **state)
         mgpu_threadpool_free(pools[i]);
 }
 
+/* Additive bias and the causal mask, against a plain reference: scores in
+ * double, bias added, keys past the query masked, softmax, weighted sum. */
+static void test_bias_and_causal(void **state)
+{
+    (void)state;
+    rng_seed(77);
+    const int64_t shapes[][4] = {{2, 5, 5, 8}, {3, 65, 65, 17}, {1, 300, 300, 64}, {2, 40, 170, 8}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t heads = shapes[c][0], ql = shapes[c][1], kl = shapes[c][2], d = shapes[c][3];
+        float *q = rand_floats(heads * ql * d, -1, 1), *k = rand_floats(heads * kl * d, -1, 1);
+        float *v = rand_floats(heads * kl * d, -1, 1);
+        float *bias = rand_floats(heads * ql * kl, -3, 3);
+        float *out = alloc_floats(heads * ql * d);
+        for (int mode = 0; mode < 3; mode++) { /* bias, causal, both */
+            const float *b = mode != 1 ? bias : NULL;
+            int causal = mode != 0 && ql == kl;
+            float scale = 1.0f / sqrtf((float)d);
+            mgpu_cpu_attention_ex(q, k, v, out, heads, ql, kl, d, scale, b, causal, NULL);
+            double worst = 0;
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t i = 0; i < ql; i++) {
+                    double *p = malloc((size_t)kl * sizeof(double)), mx = -INFINITY, sum = 0,
+                           vmax = 0;
+                    assert_non_null(p);
+                    for (int64_t j = 0; j < kl; j++) {
+                        double sdot = 0;
+                        for (int64_t e = 0; e < d; e++)
+                            sdot += (double)q[(h * ql + i) * d + e] * k[(h * kl + j) * d + e];
+                        p[j] = sdot * scale + (b ? b[(h * ql + i) * kl + j] : 0.0);
+                        if (causal && j > i)
+                            p[j] = -INFINITY;
+                        mx = p[j] > mx ? p[j] : mx;
+                    }
+                    for (int64_t j = 0; j < kl; j++)
+                        sum += p[j] = exp(p[j] - mx);
+                    for (int64_t e = 0; e < d; e++) {
+                        double o = 0;
+                        for (int64_t j = 0; j < kl; j++) {
+                            o += p[j] * v[(h * kl + j) * d + e];
+                            vmax = fmax(vmax, fabs(v[(h * kl + j) * d + e]));
+                        }
+                        o /= sum;
+                        double err = fabs(out[(h * ql + i) * d + e] - o) / (fabs(o) + vmax);
+                        worst = err > worst ? err : worst;
+                    }
+                    free(p);
+                }
+            if (worst > TOL)
+                fail_msg("case %zu mode %d: error %.3g", c, mode, worst);
+        }
+        /* without bias or mask it is the plain kernel, bit for bit */
+        float *plain = alloc_floats(heads * ql * d);
+        mgpu_cpu_attention(q, k, v, plain, heads, ql, kl, d, 0.5f, NULL);
+        mgpu_cpu_attention_ex(q, k, v, out, heads, ql, kl, d, 0.5f, NULL, 0, NULL);
+        assert_memory_equal(plain, out, (size_t)(heads * ql * d) * sizeof(float));
+        free(plain), free(q), free(k), free(v), free(bias), free(out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_negative_and_zero_scale),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_thread_invariance),
+        cmocka_unit_test(test_bias_and_causal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

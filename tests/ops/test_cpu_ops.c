@@ -259,6 +259,42 @@ static void test_silu(void **state)
     assert_true(fabs(t[3] - 0.7310585786300049) < 1e-7); /* 1 / (1 + e^-1) */
 }
 
+/* The other activations and scale, against their definitions in double. */
+static void test_other_activations(void **state)
+{
+    (void)state;
+    rng_seed(41);
+    for (size_t si = 0; si < N_SIZES; si++) {
+        const int64_t n = sizes[si];
+        float *x = rand_floats(n, -8.0, 8.0);
+        float *y = malloc((size_t)(n ? n : 1) * sizeof(float));
+        double *ref = new_doubles(n);
+        assert_non_null(y);
+
+        for (int64_t i = 0; i < n; i++)
+            ref[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+        memcpy(y, x, (size_t)n * sizeof(float));
+        mgpu_cpu_gelu_erf(y, n, NULL);
+        check_close(y, ref, NULL, n, REL_TOL, 1e-6, "gelu_erf");
+
+        for (int64_t i = 0; i < n; i++)
+            ref[i] = x[i] / (1.0 + exp(-1.702 * x[i]));
+        memcpy(y, x, (size_t)n * sizeof(float));
+        mgpu_cpu_gelu_quick(y, n, NULL);
+        check_close(y, ref, NULL, n, REL_TOL, 1e-6, "gelu_quick");
+
+        memcpy(y, x, (size_t)n * sizeof(float));
+        mgpu_cpu_relu(y, n, NULL);
+        for (int64_t i = 0; i < n; i++)
+            assert_true(y[i] == (x[i] > 0.0f ? x[i] : 0.0f));
+
+        mgpu_cpu_scale(y, x, -0.375f, n, NULL); /* a power of two ratio: exact */
+        for (int64_t i = 0; i < n; i++)
+            assert_true(y[i] == x[i] * -0.375f);
+        free(x), free(y), free(ref);
+    }
+}
+
 /* ------------------------------------------------------------ softmax */
 
 /* p_i = exp(x_i - logsumexp(x)), in double. */
@@ -605,7 +641,8 @@ static void test_layout(void **state)
                 float *out = malloc((size_t)(rows * width) * sizeof(float));
                 assert_non_null(out);
                 for (int64_t p = 0; p < parts; p++) {
-                    mgpu_cpu_split_columns(x, rows, parts, width, p, out);
+                    /* a column split: part p of each row */
+                    mgpu_cpu_copy_2d(out, width, x + p * width, parts * width, rows, width);
                     for (int64_t r = 0; r < rows; r++)
                         for (int64_t i = 0; i < width; i++)
                             assert_true(out[r * width + i] == x[r * parts * width + p * width + i]);
@@ -635,11 +672,28 @@ static void test_layout(void **state)
             float *out = malloc((size_t)((ar + br) * dim + 1) * sizeof(float));
             assert_non_null(out);
             out[(ar + br) * dim] = 42.0f; /* sentinel: nothing written past the end */
-            mgpu_cpu_concat_rows(xa, ar, xb, br, dim, out);
-            check_bits(out, xa, ar * dim, "concat_rows head");
-            check_bits(out + ar * dim, xb, br * dim, "concat_rows tail");
+            /* a row concatenation: two copies into one buffer */
+            mgpu_cpu_copy_2d(out, dim, xa, dim, ar, dim);
+            mgpu_cpu_copy_2d(out + ar * dim, dim, xb, dim, br, dim);
+            check_bits(out, xa, ar * dim, "concat head");
+            check_bits(out + ar * dim, xb, br * dim, "concat tail");
             assert_true(out[(ar + br) * dim] == 42.0f);
             free(xa), free(xb), free(out);
+        }
+
+    /* transpose against the index definition, sizes around the 32-block */
+    const int64_t sizes[] = {1, 5, 32, 33, 70};
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 5; b++) {
+            int64_t rows = sizes[a], cols = sizes[b];
+            float *x = rand_floats(rows * cols, -1.0, 1.0);
+            float *y = malloc((size_t)(rows * cols) * sizeof(float));
+            assert_non_null(y);
+            mgpu_cpu_transpose(x, rows, cols, y);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++)
+                    assert_true(y[c * rows + r] == x[r * cols + c]);
+            free(x), free(y);
         }
 }
 
@@ -767,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_layernorm_constant_row),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_gelu_tanh),
+        cmocka_unit_test(test_other_activations),
         cmocka_unit_test(test_silu),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_softmax_special_rows),

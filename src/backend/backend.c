@@ -1,0 +1,50 @@
+/* Backend-independent helpers; see backend.h. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+
+void mgpu_backend_fail(mgpu_backend *be, mgpu_status status, const char *fmt, ...)
+{
+    if (be->error.status != MGPU_OK)
+        return; /* the first failure is the one worth reporting */
+    char line[MGPU_ERROR_MESSAGE_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    mgpu_error_set(&be->error, status, "%s: %s", be->name, line);
+}
+
+bool mgpu_backend_failed(const mgpu_backend *be)
+{
+    return be->error.status != MGPU_OK;
+}
+
+mgpu_status mgpu_backend_upload(mgpu_backend *be, void *dst, const void *src, size_t bytes,
+                                mgpu_error *err)
+{
+    return be->ops->copy(be, MGPU_QUEUE_COMPUTE, dst, src, bytes, MGPU_COPY_HOST_TO_DEVICE, err);
+}
+
+mgpu_status mgpu_backend_download(mgpu_backend *be, void *dst, const void *src, size_t bytes,
+                                  mgpu_error *err)
+{
+    mgpu_status s = be->ops->synchronize(be, err);
+    if (s == MGPU_OK)
+        s = be->ops->copy(be, MGPU_QUEUE_COMPUTE, dst, src, bytes, MGPU_COPY_DEVICE_TO_HOST, err);
+    if (s == MGPU_OK)
+        s = be->ops->synchronize(be, err);
+    return s;
+}
+
+mgpu_status mgpu_backend_alloc_f32(mgpu_backend *be, int64_t n, float **out, mgpu_error *err)
+{
+    void *p = NULL;
+    if (n < 0)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "%s: negative allocation", be->name);
+    mgpu_status s = be->ops->alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float), &p, err);
+    *out = p;
+    return s;
+}
