@@ -5,10 +5,12 @@
  * 512 tokens through the 3072 -> 9216 qkv projection and the 3072 -> 12288
  * MLP. */
 #include <cblas.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "ops/cpu_gemm_bf16.h"
 #include "ops/cpu_linear.h"
 
 static double now(void)
@@ -28,7 +30,8 @@ int main(int argc, char **argv)
                                  MGPU_DTYPE_F8_E4M3, MGPU_DTYPE_Q8_0, MGPU_DTYPE_Q4_K,
                                  MGPU_DTYPE_Q6_K};
     mgpu_threadpool *pool = NULL;
-    mgpu_cpu_scratch scratch = {NULL, 0};
+    mgpu_cpu_scratch scratch = {0};
+    const bool bf16 = mgpu_cpu_bf16_gemm_available();
     mgpu_error err = {0};
     if (mgpu_threadpool_create(0, &pool, &err) != MGPU_OK) {
         fprintf(stderr, "bench_linear: %s\n", err.message);
@@ -36,8 +39,9 @@ int main(int argc, char **argv)
     }
     printf("CPU linear, %lld tokens, %d threads (best of 3)\n\n", (long long)rows,
            mgpu_threadpool_size(pool));
-    printf("| shape | weights | sgemm on f32 GFLOP/s | our linear GFLOP/s | ratio |\n");
-    printf("| --- | --- | ---: | ---: | ---: |\n");
+    printf("| shape | weights | sgemm on f32 GFLOP/s | our linear GFLOP/s | ratio | our bf16 "
+           "linear GFLOP/s | bf16 / sgemm |\n");
+    printf("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t in = shapes[s].in, out = shapes[s].out;
         float *x = malloc((size_t)(rows * in) * 4), *y = malloc((size_t)(rows * out) * 4);
@@ -51,7 +55,7 @@ int main(int argc, char **argv)
         for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
             mgpu_quantize(dtypes[d], wf, w, (uint64_t)(in * out));
             mgpu_dequantize(dtypes[d], w, dec, (uint64_t)(in * out));
-            double best_ref = 1e30, best_ours = 1e30;
+            double best_ref = 1e30, best_ours = 1e30, best_bf16 = 1e30;
             for (int rep = 0; rep < 3; rep++) {
                 double t0 = now();
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in,
@@ -59,12 +63,21 @@ int main(int argc, char **argv)
                 double t1 = now();
                 mgpu_cpu_linear(x, rows, in, w, dtypes[d], out, NULL, y, pool, &scratch);
                 double t2 = now();
+                if (bf16)
+                    mgpu_cpu_linear_ex(x, rows, in, w, dtypes[d], out, NULL, y, pool, &scratch,
+                                       MGPU_CPU_GEMM_BF16);
+                double t3 = now();
                 best_ref = t1 - t0 < best_ref ? t1 - t0 : best_ref;
                 best_ours = t2 - t1 < best_ours ? t2 - t1 : best_ours;
+                best_bf16 = t3 - t2 < best_bf16 ? t3 - t2 : best_bf16;
             }
-            printf("| %lldx%lld | %s | %.1f | %.1f | %.2f |\n", (long long)in, (long long)out,
+            printf("| %lldx%lld | %s | %.1f | %.1f | %.2f | ", (long long)in, (long long)out,
                    mgpu_dtype_name(dtypes[d]), flops / best_ref / 1e9, flops / best_ours / 1e9,
                    best_ref / best_ours);
+            if (bf16)
+                printf("%.1f | %.2f |\n", flops / best_bf16 / 1e9, best_ref / best_bf16);
+            else
+                printf("n/a | n/a |\n");
         }
         free(x);
         free(y);

@@ -185,6 +185,21 @@ mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mg
 /* The CPU backend's thread count. */
 int mgpu_backend_cpu_threads(const mgpu_backend *be);
 
+/* How the CPU backend's linear layers multiply: f32 (the default: exact
+ * against the references), bf16 (x and W rounded to bf16, f32 accumulation;
+ * about twice as fast where the CPU has AVX512-BF16 or AMX), or auto (bf16
+ * where it is fast, else f32). Asking for bf16 where it is not available is
+ * an error. */
+typedef enum mgpu_gemm_precision {
+    MGPU_GEMM_F32,
+    MGPU_GEMM_BF16,
+    MGPU_GEMM_AUTO,
+} mgpu_gemm_precision;
+mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
+                                      mgpu_error *err);
+/* "f32" or "bf16": what the linear layers use now. */
+const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be);
+
 /* Records an op failure as the backend's error unless one is kept already
  * (for backends' use). */
 void mgpu_backend_fail(mgpu_backend *be, mgpu_status status, const char *fmt, ...)

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "ops/cpu_gemm_bf16.h"
 #include "ops/cpu_linear.h"
 #include "ops/cpu_ops.h"
 #include "ops/threadpool.h"
@@ -26,6 +27,7 @@ enum { ALIGN = 4096, N_PARAMS = 2 };
 
 typedef struct cpu_impl {
     mgpu_threadpool *pool;
+    mgpu_cpu_gemm gemm;
     mgpu_cpu_scratch linear_scratch;
     struct {
         float *data;
@@ -165,8 +167,8 @@ static void cpu_linear(mgpu_backend *be, const float *x, int64_t rows, int64_t i
     SKIP_IF_FAILED(be);
     const float *b = param(be, bias, out, 0);
     SKIP_IF_FAILED(be);
-    mgpu_status s = mgpu_cpu_linear(x, rows, in, w.data, w.dtype, out, b, y, pool(be),
-                                    &impl(be)->linear_scratch);
+    mgpu_status s = mgpu_cpu_linear_ex(x, rows, in, w.data, w.dtype, out, b, y, pool(be),
+                                       &impl(be)->linear_scratch, impl(be)->gemm);
     if (s != MGPU_OK)
         mgpu_backend_fail(be, s, "linear %lldx%lld over %s weights failed", (long long)out,
                           (long long)in, mgpu_dtype_name(w.dtype));
@@ -425,6 +427,24 @@ mgpu_status mgpu_backend_cpu_create(int threads, mgpu_backend **out, mgpu_error 
 mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mgpu_error *err)
 {
     return create(threads, false, "cpu (discrete)", out, err);
+}
+
+mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
+                                      mgpu_error *err)
+{
+    bool fast = mgpu_cpu_bf16_gemm_available();
+    if (precision == MGPU_GEMM_BF16 && !fast)
+        return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
+                              "bf16 GEMM is not available on this CPU or in this build (it needs "
+                              "oneDNN and AVX512-BF16 or AMX)");
+    bool bf16 = precision == MGPU_GEMM_BF16 || (precision == MGPU_GEMM_AUTO && fast);
+    impl(be)->gemm = bf16 ? MGPU_CPU_GEMM_BF16 : MGPU_CPU_GEMM_F32;
+    return MGPU_OK;
+}
+
+const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be)
+{
+    return ((const cpu_impl *)be->impl)->gemm == MGPU_CPU_GEMM_BF16 ? "bf16" : "f32";
 }
 
 int mgpu_backend_cpu_threads(const mgpu_backend *be)

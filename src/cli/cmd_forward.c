@@ -161,16 +161,20 @@ int cli_forward(int argc, char **argv)
                *spec = NULL, *compute = NULL;
     uint64_t staging = 0;
     int threads = 0, repeat = 1;
+    mgpu_gemm_precision gemm = MGPU_GEMM_AUTO;
     mgpu_flux_settings set = {0};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs("usage: mgpu forward --model FILE --inputs IN.safetensors -o OUT.safetensors\n"
                   "                    [--alloc STRING] [--compute DEV] [--devices SPEC]\n"
-                  "                    [--staging SIZE] [--threads N] [--repeat N] [--set KEY=VALUE]...\n"
+                  "                    [--staging SIZE] [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
+                  "                    [--set KEY=VALUE]...\n"
                   "  IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
                   "  for FLUX.1-dev, guidance [B]; OUT gets out [B,16,H,W].\n"
-                  "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n",
+                  "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n"
+                  "  --gemm: CPU linear layers in f32, or bf16 with f32 accumulation (about 2x\n"
+                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n",
                   stdout);
             return CLI_EXIT_OK;
         }
@@ -193,6 +197,17 @@ int cli_forward(int argc, char **argv)
             compute = v;
         } else if (strcmp(a, "--threads") == 0) {
             threads = atoi(v);
+        } else if (strcmp(a, "--gemm") == 0) {
+            if (strcmp(v, "auto") == 0)
+                gemm = MGPU_GEMM_AUTO;
+            else if (strcmp(v, "f32") == 0)
+                gemm = MGPU_GEMM_F32;
+            else if (strcmp(v, "bf16") == 0)
+                gemm = MGPU_GEMM_BF16;
+            else {
+                cli_error("forward: --gemm takes auto, f32 or bf16, not '%s'", v);
+                return CLI_EXIT_USAGE;
+            }
         } else if (strcmp(a, "--repeat") == 0) {
             repeat = atoi(v);
             if (repeat < 1 || repeat > 1000) {
@@ -310,7 +325,8 @@ int cli_forward(int argc, char **argv)
             rc = CLI_EXIT_FAILURE;
         }
     }
-    if (rc == CLI_EXIT_OK && mgpu_backend_cpu_create(threads, &be, &err) != MGPU_OK) {
+    if (rc == CLI_EXIT_OK && (mgpu_backend_cpu_create(threads, &be, &err) != MGPU_OK ||
+                              mgpu_backend_cpu_set_gemm(be, gemm, &err) != MGPU_OK)) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
@@ -357,6 +373,8 @@ int cli_forward(int argc, char **argv)
             mgpu_exec_stats st;
             mgpu_executor_stats(ex, &st);
             print_stats(plan, &st, total);
+            fprintf(stderr, "mgpu: computed on %s, %s GEMM\n", be->name,
+                    mgpu_backend_cpu_gemm_name(be));
         }
     }
     free(out);

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -72,6 +73,10 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* oneDNN's OpenMP threads would otherwise spin between GEMMs, taking
+     * the cores mgpu's own pool needs for the ops in between; a user's
+     * setting wins. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/cpu_gemm_bf16.h"
 #include "ops/cpu_linear.h"
 
 int64_t mgpu_cpu_linear_tile_rows(int64_t in)
@@ -36,25 +37,55 @@ void mgpu_cpu_scratch_free(mgpu_cpu_scratch *scratch)
 {
     if (scratch) {
         free(scratch->data);
+        free(scratch->half);
         scratch->data = NULL;
         scratch->floats = 0;
+        scratch->half = NULL;
+        scratch->halves = 0;
     }
+}
+
+typedef struct bf16_job {
+    const float *src;
+    uint16_t *dst;
+    int64_t cols;
+} bf16_job;
+
+static void bf16_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const bf16_job *j = ctx;
+    mgpu_cpu_to_bf16(j->src + begin * j->cols, j->dst + begin * j->cols, (end - begin) * j->cols);
 }
 
 mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void *w,
                             mgpu_dtype w_dtype, int64_t out, const float *bias, float *y,
                             mgpu_threadpool *pool, mgpu_cpu_scratch *scratch)
 {
+    return mgpu_cpu_linear_ex(x, rows, in, w, w_dtype, out, bias, y, pool, scratch,
+                              MGPU_CPU_GEMM_F32);
+}
+
+mgpu_status mgpu_cpu_linear_ex(const float *x, int64_t rows, int64_t in, const void *w,
+                               mgpu_dtype w_dtype, int64_t out, const float *bias, float *y,
+                               mgpu_threadpool *pool, mgpu_cpu_scratch *scratch,
+                               mgpu_cpu_gemm gemm)
+{
     uint64_t row_bytes;
     if (rows < 0 || in <= 0 || out <= 0 || !mgpu_dtype_bytes_for(w_dtype, (uint64_t)in, &row_bytes))
         return MGPU_ERR_ARGUMENT;
+    if (gemm == MGPU_CPU_GEMM_BF16 && !mgpu_cpu_bf16_gemm_available())
+        return MGPU_ERR_UNSUPPORTED;
     if (rows == 0)
         return MGPU_OK;
     int64_t tile_rows = mgpu_cpu_linear_tile_rows(in);
     if (tile_rows > out)
         tile_rows = out;
-    size_t need = (size_t)tile_rows * (size_t)in;
-    mgpu_cpu_scratch local = {NULL, 0};
+    const bool bf16 = gemm == MGPU_CPU_GEMM_BF16;
+    /* bf16 weights are multiplied where they lie, no decode */
+    const bool in_place = bf16 && w_dtype == MGPU_DTYPE_BF16 && (uintptr_t)w % 2 == 0;
+    size_t need = in_place ? 0 : (size_t)tile_rows * (size_t)in;
+    size_t need_half = bf16 ? (size_t)rows * (size_t)in + (in_place ? 0 : need) : 0;
+    mgpu_cpu_scratch local = {NULL, 0, NULL, 0};
     mgpu_cpu_scratch *sc = scratch ? scratch : &local;
     if (sc->floats < need) {
         float *grown = realloc(sc->data, need * sizeof(float));
@@ -63,16 +94,40 @@ mgpu_status mgpu_cpu_linear(const float *x, int64_t rows, int64_t in, const void
         sc->data = grown;
         sc->floats = need;
     }
+    if (sc->halves < need_half) {
+        uint16_t *grown = realloc(sc->half, need_half * sizeof(uint16_t));
+        if (!grown) {
+            mgpu_cpu_scratch_free(&local);
+            return MGPU_ERR_NO_MEMORY;
+        }
+        sc->half = grown;
+        sc->halves = need_half;
+    }
     float *tile = sc->data;
+    uint16_t *x_half = bf16 ? sc->half : NULL, *tile_half = bf16 ? sc->half + rows * in : NULL;
+    if (bf16) {
+        bf16_job xj = {x, x_half, in};
+        mgpu_threadpool_run(pool, bf16_rows, &xj, rows, 8);
+    }
     mgpu_status s = MGPU_OK;
     for (int64_t o = 0; o < out && s == MGPU_OK; o += tile_rows) {
         int64_t n = out - o < tile_rows ? out - o : tile_rows;
-        decode_job j = {(const uint8_t *)w + (uint64_t)o * row_bytes, w_dtype, row_bytes, in, tile,
-                        MGPU_OK};
+        const uint8_t *wt = (const uint8_t *)w + (uint64_t)o * row_bytes;
+        if (in_place) {
+            s = mgpu_cpu_gemm_bf16(x_half, rows, in, (const uint16_t *)wt, n, y + o, out);
+            continue;
+        }
+        decode_job j = {wt, w_dtype, row_bytes, in, tile, MGPU_OK};
         mgpu_threadpool_run(pool, decode_rows, &j, n, 8);
         s = j.status;
         if (s != MGPU_OK)
             break;
+        if (bf16) {
+            bf16_job tj = {tile, tile_half, in};
+            mgpu_threadpool_run(pool, bf16_rows, &tj, n, 8);
+            s = mgpu_cpu_gemm_bf16(x_half, rows, in, tile_half, n, y + o, out);
+            continue;
+        }
         /* y[:, o:o+n] = x * tile^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)in, 1.0f, x,
                     (int)in, tile, (int)in, 0.0f, y + o, (int)out);

@@ -179,6 +179,24 @@ static void check_forward(const char *label, const char *path, int64_t heads,
     assert_true(d_real <= REL_TOLERANCE);
     assert_true(d_pool <= REL_TOLERANCE);
 
+    /* The bf16 GEMM, where this CPU has it: inputs and weights of every
+     * linear rounded to 8 significant bits (2^-9 relative), so the output
+     * moves by about that much per layer; 1e-2 of the output's scale allows
+     * the ~20 layers of this model to add up without hiding a wrong result
+     * (those are off by O(1)). */
+    mgpu_backend *bf = NULL;
+    if (mgpu_backend_cpu_create(2, &bf, &err) != MGPU_OK)
+        fail_msg("backend: %s", err.message);
+    if (mgpu_backend_cpu_set_gemm(bf, MGPU_GEMM_BF16, &err) == MGPU_OK) {
+        if (mgpu_flux_forward(flux, &source, in, pooled, bf, &err) != MGPU_OK)
+            fail_msg("%s: forward in bf16: %s", label, err.message);
+        double d_bf16 = rel_diff(pooled, want, n);
+        print_message("%s: bf16 GEMM: max|out-ref|/max|ref| = %.3g\n", label, d_bf16);
+        assert_true(d_bf16 <= 1e-2);
+        assert_true(d_bf16 > 0.0); /* it did round */
+    }
+    mgpu_backend_free(bf);
+
     /* Per batch item the outputs differ (each item has its own inputs). */
     if (in->batch > 1) {
         size_t per = n / (size_t)in->batch;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/cpu_gemm_bf16.h"
 #include "ops/cpu_linear.h"
 
 static uint64_t rng = 12345;
@@ -148,12 +149,93 @@ static void test_bad_arguments(void **state)
     assert_int_equal(mgpu_cpu_linear(x, 0, 32, w, MGPU_DTYPE_Q8_0, 1, NULL, y, NULL, NULL), MGPU_OK);
 }
 
+/* The vectorisable bf16 rounding agrees with the scalar encoder. */
+static void test_to_bf16(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    float v[N];
+    uint16_t got[N];
+    for (int i = 0; i < N - 8; i++) {
+        uint32_t bits = (uint32_t)(uniform() * 2147483647.0f) * 2u + (uint32_t)(i & 1);
+        memcpy(&v[i], &bits, sizeof bits); /* every kind of bit pattern */
+    }
+    const float special[8] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.00390625f, 1.01171875f,
+                              3.3895314e38f};
+    memcpy(v + N - 8, special, sizeof special);
+    mgpu_cpu_to_bf16(v, got, N);
+    for (int i = 0; i < N; i++) {
+        if (isnan(v[i])) {
+            assert_true(isnan(mgpu_bf16_to_f32(got[i])));
+            continue;
+        }
+        if (got[i] != mgpu_f32_to_bf16(v[i]))
+            fail_msg("%.9g: %04x, want %04x", (double)v[i], got[i], mgpu_f32_to_bf16(v[i]));
+    }
+}
+
+/* The bf16 path: against the exact products of the bf16-rounded inputs
+ * (which it must reproduce up to f32 accumulation), within bf16's rounding
+ * of the true ones, and the same bits whether bf16 weights are used in place
+ * or decoded from an odd address, with or without threads. */
+static void test_bf16_gemm(void **state)
+{
+    (void)state;
+    if (!mgpu_cpu_bf16_gemm_available()) {
+        print_message("bf16 GEMM not available here (no oneDNN or no native bf16): skipped\n");
+        skip();
+    }
+    const mgpu_dtype dtypes[] = {MGPU_DTYPE_BF16, MGPU_DTYPE_F16, MGPU_DTYPE_Q8_0, MGPU_DTYPE_Q4_K};
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        setup s;
+        make(&s, dtypes[d], 9, 512, 300);
+        size_t ybytes = (size_t)(s.rows * s.out) * sizeof(float);
+        float *y = malloc(ybytes), *y2 = malloc(ybytes);
+        assert_int_equal(mgpu_cpu_linear_ex(s.x, s.rows, s.in, s.w, s.dtype, s.out, s.bias, y,
+                                            NULL, NULL, MGPU_CPU_GEMM_BF16),
+                         MGPU_OK);
+        for (int64_t r = 0; r < s.rows; r++)
+            for (int64_t o = 0; o < s.out; o++) {
+                double rounded = s.bias[o], exact = s.bias[o], mag = fabs(exact);
+                for (int64_t i = 0; i < s.in; i++) {
+                    float xv = s.x[r * s.in + i], wv = s.wf[o * s.in + i];
+                    rounded += (double)mgpu_bf16_to_f32(mgpu_f32_to_bf16(xv)) *
+                               mgpu_bf16_to_f32(mgpu_f32_to_bf16(wv));
+                    exact += (double)xv * wv;
+                    mag += fabs((double)xv * wv);
+                }
+                double got = y[r * s.out + o];
+                if (fabs(got - rounded) > 1e-5 * mag)
+                    fail_msg("%s: %.9g vs bf16-rounded %.9g", mgpu_dtype_name(s.dtype), got, rounded);
+                /* each product is off by at most 2 * 2^-9 relative */
+                if (fabs(got - exact) > 4.0 * 0x1p-9 * mag)
+                    fail_msg("%s: %.9g vs exact %.9g", mgpu_dtype_name(s.dtype), got, exact);
+            }
+        uint8_t *moved = malloc(s.w_bytes + 1);
+        memcpy(moved + 1, s.w, s.w_bytes);
+        mgpu_threadpool *pool;
+        mgpu_error err = {0};
+        assert_int_equal(mgpu_threadpool_create(3, &pool, &err), MGPU_OK);
+        assert_int_equal(mgpu_cpu_linear_ex(s.x, s.rows, s.in, moved + 1, s.dtype, s.out, s.bias,
+                                            y2, pool, NULL, MGPU_CPU_GEMM_BF16),
+                         MGPU_OK);
+        assert_memory_equal(y, y2, ybytes);
+        mgpu_threadpool_free(pool);
+        free(moved);
+        free(y);
+        free(y2);
+        release(&s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtypes),
         cmocka_unit_test(test_tiles_threads_addresses),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_to_bf16),
+        cmocka_unit_test(test_bf16_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
