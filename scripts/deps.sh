@@ -5,7 +5,7 @@
 #   scripts/deps.sh test    what building and testing need (adds clang, cmocka)
 set -eu
 
-packages="build-essential cmake pkg-config libjansson-dev libopenblas-dev"
+packages="build-essential cmake pkg-config libjansson-dev libopenblas-dev libpng-dev libdnnl-dev"
 if [ "${1:-build}" = test ]; then
     packages="$packages libcmocka-dev clang libclang-rt-dev"
 fi
