@@ -8,7 +8,10 @@
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAILURE = 1, CLI_EXIT_USAGE = 2 };
 
+#include "backend/backend.h"
 #include "mgpu/device.h"
+#include "mgpu/plan.h"
+#include "models/flux.h"
 
 struct json_t;
 
@@ -16,6 +19,7 @@ int cli_inspect(int argc, char **argv);
 int cli_devices(int argc, char **argv);
 int cli_plan(int argc, char **argv);
 int cli_forward(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 
 /* --devices SPEC, else $MGPU_DEVICES, else the real inventory; prints the
  * error and returns CLI_EXIT_FAILURE on a bad spec. */
@@ -28,6 +32,14 @@ int cli_set_disk_bandwidth(mgpu_device_list *list, const char *arg, const char *
 void cli_print_json(struct json_t *root);
 /* "25.0 GB/s", "host", "unknown" */
 void cli_format_bandwidth(double bytes_per_s, char *buf, size_t size);
+
+/* --set num_heads=4 | axes_dim=4,6,6 | theta=10000 into FLUX's settings;
+ * prints the error and returns CLI_EXIT_USAGE on a bad one. */
+int cli_flux_setting(const char *kv, mgpu_flux_settings *set);
+/* --gemm auto|f32|bf16 */
+int cli_parse_gemm(const char *v, mgpu_gemm_precision *out);
+/* The DisTorch-style allocation tables of a plan, on stdout. */
+void cli_print_plan_tables(const mgpu_plan *plan);
 
 /* "1.50 GiB", "12.0 MiB", "512 B" */
 void cli_format_bytes(uint64_t bytes, char *buf, size_t size);

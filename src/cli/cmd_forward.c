@@ -1,7 +1,9 @@
 /* `mgpu forward`: one forward pass of a model on inputs from a safetensors
- * file, placed by a plan and run by the streaming executor; writes `out`.
- * Golden tests drive it, so the tensor names are stable: ComfyUI's FLUX
- * forward arguments x, timestep, context, y, guidance. */
+ * file, placed by a plan and run by the streaming executor; writes `out`
+ * (and CLIP's `pooled`). Golden tests drive it, so the tensor names are
+ * stable: ComfyUI's FLUX forward arguments x, timestep, context, y,
+ * guidance; `tokens` for CLIP and T5; `z` (decode) or `x` (encode) for the
+ * VAE. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +14,10 @@
 #include "cli/cli.h"
 #include "core/units.h"
 #include "exec/executor.h"
+#include "models/clip.h"
 #include "models/flux.h"
+#include "models/t5.h"
+#include "models/vae.h"
 #include "mgpu/plan.h"
 #include "mgpu/safetensors.h"
 
@@ -31,8 +36,8 @@ static int load_input(mgpu_safetensors *st, const char *path, input_tensor *t, i
             cli_error("%s: no input tensor '%s'", path, t->name);
         return required ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
     }
-    if (!mgpu_dtype_get_info(info->dtype)->floating) {
-        cli_error("%s: input '%s' holds %s, not floats", path, t->name, mgpu_dtype_name(info->dtype));
+    if (info->dtype == MGPU_DTYPE_BOOL) {
+        cli_error("%s: input '%s' holds %s, not numbers", path, t->name, mgpu_dtype_name(info->dtype));
         return CLI_EXIT_FAILURE;
     }
     t->data = malloc((size_t)(info->n_elems ? info->n_elems : 1) * sizeof(float));
@@ -63,12 +68,11 @@ static int shape_is(const input_tensor *t, const char *path, int ndim, const uin
     return CLI_EXIT_OK;
 }
 
-/* --set num_heads=4 | axes_dim=4,6,6 | theta=10000 */
-static int apply_setting(const char *kv, mgpu_flux_settings *set)
+int cli_flux_setting(const char *kv, mgpu_flux_settings *set)
 {
     const char *eq = strchr(kv, '=');
     if (!eq) {
-        cli_error("forward: --set takes KEY=VALUE, not '%s'", kv);
+        cli_error("--set takes KEY=VALUE, not '%s'", kv);
         return CLI_EXIT_USAGE;
     }
     size_t klen = (size_t)(eq - kv);
@@ -77,7 +81,7 @@ static int apply_setting(const char *kv, mgpu_flux_settings *set)
     if (klen == 9 && strncmp(kv, "num_heads", 9) == 0) {
         long n = strtol(v, &end, 10);
         if (*end || n <= 0 || n > 4096) {
-            cli_error("forward: num_heads must be a positive integer, not '%s'", v);
+            cli_error("--set: num_heads must be a positive integer, not '%s'", v);
             return CLI_EXIT_USAGE;
         }
         set->heads = n;
@@ -85,39 +89,52 @@ static int apply_setting(const char *kv, mgpu_flux_settings *set)
         int a[3], used = 0;
         if (sscanf(v, "%d,%d,%d%n", &a[0], &a[1], &a[2], &used) != 3 || v[used] != '\0' ||
             a[0] <= 0 || a[1] <= 0 || a[2] <= 0) {
-            cli_error("forward: axes_dim takes three positive integers like 16,56,56, not '%s'", v);
+            cli_error("--set: axes_dim takes three positive integers like 16,56,56, not '%s'", v);
             return CLI_EXIT_USAGE;
         }
         memcpy(set->axes_dim, a, sizeof a);
     } else if (klen == 5 && strncmp(kv, "theta", 5) == 0) {
         double t = strtod(v, &end);
         if (*end || !(t > 0) || !isfinite(t)) {
-            cli_error("forward: theta must be a positive number, not '%s'", v);
+            cli_error("--set: theta must be a positive number, not '%s'", v);
             return CLI_EXIT_USAGE;
         }
         set->theta = (float)t;
     } else {
-        cli_error("forward: unknown setting '%.*s' (num_heads, axes_dim, theta)", (int)klen, kv);
+        cli_error("--set: unknown setting '%.*s' (num_heads, axes_dim, theta)", (int)klen, kv);
         return CLI_EXIT_USAGE;
     }
     return CLI_EXIT_OK;
 }
 
-static int write_output(const char *path, const float *out, const uint64_t *shape)
+/* What a model's forward produced: named f32 tensors for OUT. */
+typedef struct output {
+    const char *name;
+    float *data;
+    int ndim;
+    uint64_t shape[4];
+} output;
+
+enum { MAX_OUTPUTS = 2 };
+
+static int write_outputs(const char *path, const output *outs, int n)
 {
     mgpu_error err = {0};
     mgpu_safetensors_writer *w;
-    uint64_t n = shape[0] * shape[1] * shape[2] * shape[3];
     mgpu_status s = mgpu_safetensors_writer_create(path, &w, &err);
-    if (s == MGPU_OK) {
-        s = mgpu_safetensors_writer_add_tensor(w, "out", MGPU_DTYPE_F32, 4, shape, &err);
-        if (s == MGPU_OK)
-            s = mgpu_safetensors_writer_write(w, out, n * sizeof(float), &err);
-        if (s == MGPU_OK)
-            s = mgpu_safetensors_writer_finish(w, &err);
-        else
-            mgpu_safetensors_writer_abort(w);
+    for (int i = 0; s == MGPU_OK && i < n; i++)
+        s = mgpu_safetensors_writer_add_tensor(w, outs[i].name, MGPU_DTYPE_F32, outs[i].ndim,
+                                               outs[i].shape, &err);
+    for (int i = 0; s == MGPU_OK && i < n; i++) {
+        uint64_t count = 1;
+        for (int d = 0; d < outs[i].ndim; d++)
+            count *= outs[i].shape[d];
+        s = mgpu_safetensors_writer_write(w, outs[i].data, count * sizeof(float), &err);
     }
+    if (s == MGPU_OK)
+        s = mgpu_safetensors_writer_finish(w, &err);
+    else if (w)
+        mgpu_safetensors_writer_abort(w);
     if (s != MGPU_OK) {
         cli_error("%s", err.message);
         return CLI_EXIT_FAILURE;
@@ -125,158 +142,95 @@ static int write_output(const char *path, const float *out, const uint64_t *shap
     return CLI_EXIT_OK;
 }
 
-static void print_stats(const mgpu_plan *plan, const mgpu_exec_stats *st, double seconds)
+/* One run of a model: the pieces every architecture shares. */
+typedef struct fwd {
+    const char *inputs_path;
+    mgpu_safetensors *inputs;
+    const mgpu_model *model;
+    int component;
+    mgpu_tensor_source src;
+    mgpu_backend *be;
+    int repeat;
+    double seconds; /* all passes */
+    output out[MAX_OUTPUTS];
+    int n_out;
+} fwd;
+
+static double now(void)
 {
-    uint64_t total = 0;
-    for (size_t d = 0; d < plan->devices->count; d++)
-        total += st->bytes_copied[d];
-    fprintf(stderr, "mgpu: forward %.3f s on %s; streamed %.2f MiB in %" PRIu64 " blocks",
-            seconds, plan->devices->devices[plan->compute].name, (double)total / 1048576.0,
-            st->blocks_streamed);
-    for (size_t d = 0; d < plan->devices->count; d++)
-        if (st->bytes_copied[d])
-            fprintf(stderr, ", %s %.2f MiB", plan->devices->devices[d].name,
-                    (double)st->bytes_copied[d] / 1048576.0);
-    double overlap = st->copy_seconds > 0 ? 1.0 - st->wait_seconds / st->copy_seconds : 1.0;
-    fprintf(stderr,
-            "; copying %.3f s, compute waited %.3f s (overlap %.0f%%); staging peak %.2f of %.2f "
-            "MiB\n",
-            st->copy_seconds, st->wait_seconds, 100.0 * (overlap < 0 ? 0 : overlap),
-            (double)st->staging_peak_bytes / 1048576.0,
-            (double)st->staging_budget_bytes / 1048576.0);
-    /* what the compute device held: the plan's resident weights plus the
-     * staging actually used, against the plan's weights plus the budget */
-    const mgpu_plan_device *c = &plan->device[plan->compute];
-    fprintf(stderr, "mgpu: %s held %.2f MiB of weights: %.2f resident by the plan + %.2f staging "
-                    "peak (predicted at most %.2f)\n",
-            plan->devices->devices[plan->compute].name,
-            (double)(c->placed_bytes + st->staging_peak_bytes) / 1048576.0,
-            (double)c->placed_bytes / 1048576.0, (double)st->staging_peak_bytes / 1048576.0,
-            (double)(c->placed_bytes + st->staging_budget_bytes) / 1048576.0);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-int cli_forward(int argc, char **argv)
+/* A new output of the given shape, zeroed. */
+static float *add_output(fwd *f, const char *name, int ndim, const uint64_t *shape)
 {
-    const char *model_path = NULL, *inputs_path = NULL, *out_path = NULL, *alloc = NULL,
-               *spec = NULL, *compute = NULL;
-    uint64_t staging = 0;
-    int threads = 0, repeat = 1;
-    mgpu_gemm_precision gemm = MGPU_GEMM_AUTO;
-    mgpu_flux_settings set = {0};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs("usage: mgpu forward --model FILE --inputs IN.safetensors -o OUT.safetensors\n"
-                  "                    [--alloc STRING] [--compute DEV] [--devices SPEC]\n"
-                  "                    [--staging SIZE] [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
-                  "                    [--set KEY=VALUE]...\n"
-                  "  IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
-                  "  for FLUX.1-dev, guidance [B]; OUT gets out [B,16,H,W].\n"
-                  "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n"
-                  "  --gemm: CPU linear layers in f32, or bf16 with f32 accumulation (about 2x\n"
-                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n",
-                  stdout);
-            return CLI_EXIT_OK;
-        }
-        if (i + 1 >= argc) {
-            cli_error("forward: %s needs a value", a);
-            return CLI_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (strcmp(a, "--model") == 0) {
-            model_path = v;
-        } else if (strcmp(a, "--inputs") == 0) {
-            inputs_path = v;
-        } else if (strcmp(a, "-o") == 0) {
-            out_path = v;
-        } else if (strcmp(a, "--alloc") == 0) {
-            alloc = v;
-        } else if (strcmp(a, "--devices") == 0) {
-            spec = v;
-        } else if (strcmp(a, "--compute") == 0) {
-            compute = v;
-        } else if (strcmp(a, "--threads") == 0) {
-            threads = atoi(v);
-        } else if (strcmp(a, "--gemm") == 0) {
-            if (strcmp(v, "auto") == 0)
-                gemm = MGPU_GEMM_AUTO;
-            else if (strcmp(v, "f32") == 0)
-                gemm = MGPU_GEMM_F32;
-            else if (strcmp(v, "bf16") == 0)
-                gemm = MGPU_GEMM_BF16;
-            else {
-                cli_error("forward: --gemm takes auto, f32 or bf16, not '%s'", v);
-                return CLI_EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--repeat") == 0) {
-            repeat = atoi(v);
-            if (repeat < 1 || repeat > 1000) {
-                cli_error("forward: --repeat takes a count from 1 to 1000, not '%s'", v);
-                return CLI_EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--staging") == 0) {
-            size_t unit_at;
-            if (mgpu_parse_bytes(v, strlen(v), &staging, &unit_at) != MGPU_UNIT_OK) {
-                cli_error("forward: --staging takes a size like 512mb, not '%s'", v);
-                return CLI_EXIT_USAGE;
-            }
-        } else if (strcmp(a, "--set") == 0) {
-            int rc = apply_setting(v, &set);
-            if (rc != CLI_EXIT_OK)
-                return rc;
-        } else {
-            cli_error("forward: unknown option '%s'", a);
-            return CLI_EXIT_USAGE;
-        }
+    output *o = &f->out[f->n_out];
+    uint64_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= shape[d];
+    o->data = calloc((size_t)(n ? n : 1), sizeof(float));
+    if (!o->data) {
+        cli_error("out of memory");
+        return NULL;
     }
-    if (!model_path || !inputs_path || !out_path) {
-        cli_error("forward: --model, --inputs and -o are required");
-        return CLI_EXIT_USAGE;
+    o->name = name;
+    o->ndim = ndim;
+    memcpy(o->shape, shape, (size_t)ndim * sizeof *shape);
+    f->n_out++;
+    return o->data;
+}
+
+/* Runs `pass` repeat times (as sampling steps would), timing each: the
+ * first pass also pays for page faults and a cold pipeline. */
+static int repeat_passes(fwd *f, mgpu_status (*pass)(fwd *f, void *ctx, mgpu_error *err),
+                         void *ctx)
+{
+    for (int step = 0; step < f->repeat; step++) {
+        mgpu_error err = {0};
+        double t0 = now();
+        if (pass(f, ctx, &err) != MGPU_OK) {
+            cli_error("%s", err.message);
+            return CLI_EXIT_FAILURE;
+        }
+        double seconds = now() - t0;
+        f->seconds += seconds;
+        if (f->repeat > 1)
+            fprintf(stderr, "mgpu: pass %d: %.3f s\n", step + 1, seconds);
     }
-    int rc = CLI_EXIT_OK;
+    return CLI_EXIT_OK;
+}
+
+/* ---- FLUX.1 ------------------------------------------------------------ */
+
+typedef struct flux_run {
+    const mgpu_flux *flux;
+    mgpu_flux_inputs in;
+    float *out;
+} flux_run;
+
+static mgpu_status flux_pass(fwd *f, void *ctx, mgpu_error *err)
+{
+    flux_run *r = ctx;
+    return mgpu_flux_forward(r->flux, &f->src, &r->in, r->out, f->be, err);
+}
+
+static int run_flux(fwd *f, const mgpu_flux_settings *set)
+{
+    const char *inputs_path = f->inputs_path;
+    mgpu_safetensors *inputs = f->inputs;
     mgpu_error err = {0};
-    mgpu_model *model = NULL;
-    mgpu_safetensors *inputs = NULL;
     mgpu_flux *flux = NULL;
-    mgpu_plan *plan = NULL;
-    mgpu_executor *ex = NULL;
-    mgpu_backend *be = NULL;
-    float *out = NULL;
+    int rc = CLI_EXIT_OK;
     input_tensor x = {"x", NULL, 0, {0}}, ts = {"timestep", NULL, 0, {0}},
                  ctx = {"context", NULL, 0, {0}}, y = {"y", NULL, 0, {0}},
                  g = {"guidance", NULL, 0, {0}};
-    mgpu_device_list *devices = malloc(sizeof *devices);
-    if (!devices) {
-        cli_error("out of memory");
+    if (mgpu_flux_load(f->model, f->component, set, &flux, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
         return CLI_EXIT_FAILURE;
     }
-    rc = cli_load_devices(spec, devices);
-    if (rc == CLI_EXIT_OK && mgpu_model_open(model_path, &model, &err) != MGPU_OK) {
-        cli_error("%s", err.message);
-        rc = CLI_EXIT_FAILURE;
-    }
-    int component = -1;
-    for (size_t c = 0; rc == CLI_EXIT_OK && c < mgpu_model_component_count(model); c++) {
-        mgpu_arch arch = mgpu_model_component_at(model, c)->arch;
-        if (arch == MGPU_ARCH_FLUX_DEV || arch == MGPU_ARCH_FLUX_SCHNELL) {
-            component = (int)c;
-            break;
-        }
-    }
-    if (rc == CLI_EXIT_OK && component < 0) {
-        cli_error("%s: no FLUX.1 diffusion model in it (found %s); mgpu forward runs FLUX.1 today",
-                  model_path, mgpu_arch_name(mgpu_model_component_at(model, 0)->arch));
-        rc = CLI_EXIT_FAILURE;
-    }
-    if (rc == CLI_EXIT_OK && mgpu_flux_load(model, component, &set, &flux, &err) != MGPU_OK) {
-        cli_error("%s: %s", model_path, err.message);
-        rc = CLI_EXIT_FAILURE;
-    }
-    if (rc == CLI_EXIT_OK && mgpu_safetensors_open(inputs_path, &inputs, &err) != MGPU_OK) {
-        cli_error("%s", err.message);
-        rc = CLI_EXIT_FAILURE;
-    }
-    const mgpu_flux_config *c = flux ? mgpu_flux_get_config(flux) : NULL;
+    const mgpu_flux_config *c = mgpu_flux_get_config(flux);
     if (rc == CLI_EXIT_OK)
         rc = load_input(inputs, inputs_path, &x, 1);
     if (rc == CLI_EXIT_OK)
@@ -316,6 +270,388 @@ int cli_forward(int argc, char **argv)
                       "the model's pooled-vector width");
     if (rc == CLI_EXIT_OK && c->guidance)
         rc = shape_is(&g, inputs_path, 1, (const uint64_t[]){batch}, "one per batch item");
+    flux_run r = {flux, {0}, NULL};
+    if (rc == CLI_EXIT_OK) {
+        r.out = add_output(f, "out", 4,
+                           (const uint64_t[]){batch, (uint64_t)c->out_channels / 4, x.shape[2],
+                                              x.shape[3]});
+        rc = r.out ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK) {
+        r.in = (mgpu_flux_inputs){(int64_t)batch, (int64_t)x.shape[2], (int64_t)x.shape[3],
+                                  (int64_t)ctx.shape[1], x.data, ts.data, ctx.data, y.data, g.data};
+        rc = repeat_passes(f, flux_pass, &r);
+    }
+    free(x.data);
+    free(ts.data);
+    free(ctx.data);
+    free(y.data);
+    free(g.data);
+    mgpu_flux_free(flux);
+    return rc;
+}
+
+/* ---- CLIP and T5: tokens [B, N] ----------------------------------------- */
+
+/* tokens as int32 ids; *batch and *n from its [B, N] (or [N]) shape. */
+static int load_tokens(fwd *f, int32_t **ids, int64_t *batch, int64_t *n)
+{
+    input_tensor t = {"tokens", NULL, 0, {0}};
+    int rc = load_input(f->inputs, f->inputs_path, &t, 1);
+    if (rc == CLI_EXIT_OK && (t.ndim < 1 || t.ndim > 2 || t.shape[t.ndim - 1] == 0)) {
+        cli_error("%s: input 'tokens' must be [B, N] token ids", f->inputs_path);
+        rc = CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK) {
+        *batch = t.ndim == 2 ? (int64_t)t.shape[0] : 1;
+        *n = (int64_t)t.shape[t.ndim - 1];
+        *ids = malloc((size_t)(*batch * *n) * sizeof **ids);
+        if (!*ids) {
+            cli_error("out of memory");
+            rc = CLI_EXIT_FAILURE;
+        }
+    }
+    for (int64_t i = 0; rc == CLI_EXIT_OK && i < *batch * *n; i++) {
+        float v = t.data[i];
+        if (!(v >= -2147483648.0f && v < 2147483648.0f) || v != floorf(v)) {
+            cli_error("%s: tokens[%lld] = %g is not a token id", f->inputs_path, (long long)i,
+                      (double)v);
+            rc = CLI_EXIT_FAILURE;
+        } else {
+            (*ids)[i] = (int32_t)v;
+        }
+    }
+    free(t.data);
+    return rc;
+}
+
+typedef struct text_run {
+    const mgpu_clip *clip;
+    const mgpu_t5 *t5;
+    const int32_t *ids;
+    int64_t batch, n, width;
+    float *hidden, *pooled;
+} text_run;
+
+/* CLIP's pooled row: the first end-of-text token. As Hugging Face does for
+ * the original CLIP vocabulary, whose end token 49407 is the largest id,
+ * that is the first position of the largest id in the row. */
+static int64_t pooled_index(const int32_t *ids, int64_t n)
+{
+    int64_t at = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (ids[i] > ids[at])
+            at = i;
+    return at;
+}
+
+static mgpu_status text_pass(fwd *f, void *ctx, mgpu_error *err)
+{
+    text_run *r = ctx;
+    mgpu_status s = MGPU_OK;
+    for (int64_t b = 0; s == MGPU_OK && b < r->batch; b++) {
+        const int32_t *ids = r->ids + b * r->n;
+        float *hidden = r->hidden + b * r->n * r->width;
+        s = r->clip ? mgpu_clip_forward(r->clip, f->be, &f->src, ids, r->n, pooled_index(ids, r->n),
+                                        hidden, r->pooled + b * r->width, err)
+                    : mgpu_t5_forward(r->t5, f->be, &f->src, ids, r->n, hidden, err);
+    }
+    return s;
+}
+
+static int run_text(fwd *f, bool clip)
+{
+    mgpu_error err = {0};
+    text_run r = {0};
+    mgpu_clip *c = NULL;
+    mgpu_t5 *t = NULL;
+    int32_t *ids = NULL;
+    int rc = CLI_EXIT_OK;
+    if ((clip ? mgpu_clip_load(f->model, f->component, &c, &err)
+              : mgpu_t5_load(f->model, f->component, &t, &err)) != MGPU_OK) {
+        cli_error("%s", err.message);
+        return CLI_EXIT_FAILURE;
+    }
+    rc = load_tokens(f, &ids, &r.batch, &r.n);
+    if (rc == CLI_EXIT_OK) {
+        r.clip = c, r.t5 = t, r.ids = ids;
+        r.width = clip ? mgpu_clip_get_config(c)->hidden : mgpu_t5_get_config(t)->d_model;
+        r.hidden = add_output(f, "out", 3,
+                              (const uint64_t[]){(uint64_t)r.batch, (uint64_t)r.n,
+                                                 (uint64_t)r.width});
+        if (clip && r.hidden)
+            r.pooled = add_output(f, "pooled", 2,
+                                  (const uint64_t[]){(uint64_t)r.batch, (uint64_t)r.width});
+        if (!r.hidden || (clip && !r.pooled))
+            rc = CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK)
+        rc = repeat_passes(f, text_pass, &r);
+    free(ids);
+    mgpu_clip_free(c);
+    mgpu_t5_free(t);
+    return rc;
+}
+
+/* ---- the VAE: z [B, C, h, w] -> image, or x [B, 3, H, W] -> latent ------ */
+
+typedef struct vae_run {
+    const mgpu_vae *vae;
+    bool encode;
+    const float *in;
+    float *out;
+    int64_t batch, h, w; /* of the input */
+    int64_t in_c, out_c, scale;
+    mgpu_vae_tiling tiling;
+} vae_run;
+
+static mgpu_status vae_pass(fwd *f, void *ctx, mgpu_error *err)
+{
+    vae_run *r = ctx;
+    mgpu_status s = MGPU_OK;
+    int64_t in_size = r->in_c * r->h * r->w;
+    int64_t out_size = r->encode ? r->out_c * (r->h / r->scale) * (r->w / r->scale)
+                                 : r->out_c * (r->h * r->scale) * (r->w * r->scale);
+    for (int64_t b = 0; s == MGPU_OK && b < r->batch; b++)
+        s = r->encode ? mgpu_vae_encode(r->vae, f->be, &f->src, r->in + b * in_size, r->h, r->w,
+                                        r->out + b * out_size, err)
+                      : mgpu_vae_decode(r->vae, f->be, &f->src, r->in + b * in_size, r->h, r->w,
+                                        &r->tiling, r->out + b * out_size, err);
+    return s;
+}
+
+static int run_vae(fwd *f, int64_t tile)
+{
+    mgpu_error err = {0};
+    mgpu_vae *vae = NULL;
+    if (mgpu_vae_load(f->model, f->component, &vae, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
+        return CLI_EXIT_FAILURE;
+    }
+    const mgpu_vae_config *c = mgpu_vae_get_config(vae);
+    bool encode = mgpu_safetensors_find(f->inputs, "z") == NULL;
+    input_tensor t = {encode ? "x" : "z", NULL, 0, {0}};
+    int rc = load_input(f->inputs, f->inputs_path, &t, 1);
+    int64_t in_c = encode ? c->image_channels : c->z_channels;
+    if (rc == CLI_EXIT_OK && (t.ndim != 4 || t.shape[1] != (uint64_t)in_c)) {
+        cli_error("%s: input '%s' must be [B, %lld, H, W] (%s)", f->inputs_path, t.name,
+                  (long long)in_c, encode ? "an image to encode" : "latents to decode");
+        rc = CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK && encode && (t.shape[2] % (uint64_t)c->downscale ||
+                                        t.shape[3] % (uint64_t)c->downscale)) {
+        cli_error("%s: image size %" PRIu64 "x%" PRIu64 " is not a multiple of %lld",
+                  f->inputs_path, t.shape[2], t.shape[3], (long long)c->downscale);
+        rc = CLI_EXIT_FAILURE;
+    }
+    vae_run r = {vae, encode, t.data, NULL, 0, 0, 0, in_c,
+                 encode ? c->z_channels : c->image_channels, c->downscale, {tile, tile / 4}};
+    if (rc == CLI_EXIT_OK) {
+        r.batch = (int64_t)t.shape[0], r.h = (int64_t)t.shape[2], r.w = (int64_t)t.shape[3];
+        uint64_t oh = encode ? t.shape[2] / (uint64_t)c->downscale : t.shape[2] * (uint64_t)c->downscale;
+        uint64_t ow = encode ? t.shape[3] / (uint64_t)c->downscale : t.shape[3] * (uint64_t)c->downscale;
+        r.out = add_output(f, "out", 4, (const uint64_t[]){t.shape[0], (uint64_t)r.out_c, oh, ow});
+        rc = r.out ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK)
+        rc = repeat_passes(f, vae_pass, &r);
+    free(t.data);
+    mgpu_vae_free(vae);
+    return rc;
+}
+
+int cli_parse_gemm(const char *v, mgpu_gemm_precision *out)
+{
+    if (strcmp(v, "auto") == 0)
+        *out = MGPU_GEMM_AUTO;
+    else if (strcmp(v, "f32") == 0)
+        *out = MGPU_GEMM_F32;
+    else if (strcmp(v, "bf16") == 0)
+        *out = MGPU_GEMM_BF16;
+    else {
+        cli_error("--gemm takes auto, f32 or bf16, not '%s'", v);
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+static void print_stats(const mgpu_plan *plan, const mgpu_exec_stats *st, double seconds)
+{
+    uint64_t total = 0;
+    for (size_t d = 0; d < plan->devices->count; d++)
+        total += st->bytes_copied[d];
+    fprintf(stderr, "mgpu: forward %.3f s on %s; streamed %.2f MiB in %" PRIu64 " blocks",
+            seconds, plan->devices->devices[plan->compute].name, (double)total / 1048576.0,
+            st->blocks_streamed);
+    for (size_t d = 0; d < plan->devices->count; d++)
+        if (st->bytes_copied[d])
+            fprintf(stderr, ", %s %.2f MiB", plan->devices->devices[d].name,
+                    (double)st->bytes_copied[d] / 1048576.0);
+    double overlap = st->copy_seconds > 0 ? 1.0 - st->wait_seconds / st->copy_seconds : 1.0;
+    fprintf(stderr,
+            "; copying %.3f s, compute waited %.3f s (overlap %.0f%%); staging peak %.2f of %.2f "
+            "MiB\n",
+            st->copy_seconds, st->wait_seconds, 100.0 * (overlap < 0 ? 0 : overlap),
+            (double)st->staging_peak_bytes / 1048576.0,
+            (double)st->staging_budget_bytes / 1048576.0);
+    /* what the compute device held: the plan's resident weights plus the
+     * staging actually used, against the plan's weights plus the budget */
+    const mgpu_plan_device *c = &plan->device[plan->compute];
+    fprintf(stderr, "mgpu: %s held %.2f MiB of weights: %.2f resident by the plan + %.2f staging "
+                    "peak (predicted at most %.2f)\n",
+            plan->devices->devices[plan->compute].name,
+            (double)(c->placed_bytes + st->staging_peak_bytes) / 1048576.0,
+            (double)c->placed_bytes / 1048576.0, (double)st->staging_peak_bytes / 1048576.0,
+            (double)(c->placed_bytes + st->staging_budget_bytes) / 1048576.0);
+}
+
+/* The architectures forward runs, and the --component names for them. */
+static const char *runnable(mgpu_arch arch)
+{
+    switch (arch) {
+    case MGPU_ARCH_FLUX_DEV:
+    case MGPU_ARCH_FLUX_SCHNELL:
+        return "flux";
+    case MGPU_ARCH_CLIP_L:
+        return "clip";
+    case MGPU_ARCH_T5:
+    case MGPU_ARCH_UMT5:
+        return "t5";
+    case MGPU_ARCH_VAE_FLUX:
+        return "vae";
+    default:
+        return NULL;
+    }
+}
+
+int cli_forward(int argc, char **argv)
+{
+    const char *model_path = NULL, *inputs_path = NULL, *out_path = NULL, *alloc = NULL,
+               *spec = NULL, *compute = NULL, *want = NULL;
+    uint64_t staging = 0;
+    int threads = 0, repeat = 1;
+    long tile = 0;
+    mgpu_gemm_precision gemm = MGPU_GEMM_AUTO;
+    mgpu_flux_settings set = {0};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs("usage: mgpu forward --model FILE --inputs IN.safetensors -o OUT.safetensors\n"
+                  "                    [--component flux|clip|t5|vae] [--alloc STRING]\n"
+                  "                    [--compute DEV] [--devices SPEC] [--staging SIZE]\n"
+                  "                    [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
+                  "                    [--vae-tile N] [--set KEY=VALUE]...\n"
+                  "  FLUX.1: IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
+                  "    for dev, guidance [B]; OUT gets out [B,16,H,W].\n"
+                  "  CLIP-L: tokens [B,N] -> out [B,N,D] (last hidden state), pooled [B,D]\n"
+                  "    (at the first end token, the largest id of each row).\n"
+                  "  T5: tokens [B,N] -> out [B,N,D].\n"
+                  "  VAE: z [B,16,h,w] -> out [B,3,8h,8w] (decode), or x [B,3,H,W] -> out\n"
+                  "    [B,16,H/8,W/8] (encode); latents in the diffusion model's scale.\n"
+                  "  --component picks one model of an all-in-one file (default: the first).\n"
+                  "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n"
+                  "  --gemm: CPU linear layers in f32, or bf16 with f32 accumulation (about 2x\n"
+                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n",
+                  stdout);
+            return CLI_EXIT_OK;
+        }
+        if (i + 1 >= argc) {
+            cli_error("forward: %s needs a value", a);
+            return CLI_EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--model") == 0) {
+            model_path = v;
+        } else if (strcmp(a, "--inputs") == 0) {
+            inputs_path = v;
+        } else if (strcmp(a, "-o") == 0) {
+            out_path = v;
+        } else if (strcmp(a, "--alloc") == 0) {
+            alloc = v;
+        } else if (strcmp(a, "--devices") == 0) {
+            spec = v;
+        } else if (strcmp(a, "--compute") == 0) {
+            compute = v;
+        } else if (strcmp(a, "--component") == 0) {
+            want = v;
+            if (strcmp(v, "flux") && strcmp(v, "clip") && strcmp(v, "t5") && strcmp(v, "vae")) {
+                cli_error("forward: --component takes flux, clip, t5 or vae, not '%s'", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (strcmp(a, "--threads") == 0) {
+            threads = atoi(v);
+        } else if (strcmp(a, "--vae-tile") == 0) {
+            char *end;
+            tile = strtol(v, &end, 10);
+            if (!*v || *end || tile < 0 || tile > 1024) {
+                cli_error("forward: --vae-tile takes latent pixels from 0 to 1024, not '%s'", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (strcmp(a, "--gemm") == 0) {
+            if (cli_parse_gemm(v, &gemm) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
+        } else if (strcmp(a, "--repeat") == 0) {
+            repeat = atoi(v);
+            if (repeat < 1 || repeat > 1000) {
+                cli_error("forward: --repeat takes a count from 1 to 1000, not '%s'", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (strcmp(a, "--staging") == 0) {
+            size_t unit_at;
+            if (mgpu_parse_bytes(v, strlen(v), &staging, &unit_at) != MGPU_UNIT_OK) {
+                cli_error("forward: --staging takes a size like 512mb, not '%s'", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (strcmp(a, "--set") == 0) {
+            int rc = cli_flux_setting(v, &set);
+            if (rc != CLI_EXIT_OK)
+                return rc;
+        } else {
+            cli_error("forward: unknown option '%s'", a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (!model_path || !inputs_path || !out_path) {
+        cli_error("forward: --model, --inputs and -o are required");
+        return CLI_EXIT_USAGE;
+    }
+    int rc = CLI_EXIT_OK;
+    mgpu_error err = {0};
+    mgpu_model *model = NULL;
+    mgpu_plan *plan = NULL;
+    mgpu_executor *ex = NULL;
+    fwd f = {.inputs_path = inputs_path, .repeat = repeat};
+    mgpu_device_list *devices = malloc(sizeof *devices);
+    if (!devices) {
+        cli_error("out of memory");
+        return CLI_EXIT_FAILURE;
+    }
+    rc = cli_load_devices(spec, devices);
+    if (rc == CLI_EXIT_OK && mgpu_model_open(model_path, &model, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
+        rc = CLI_EXIT_FAILURE;
+    }
+    int component = -1;
+    const char *kind = NULL;
+    for (size_t c = 0; rc == CLI_EXIT_OK && c < mgpu_model_component_count(model) && !kind; c++) {
+        const char *k = runnable(mgpu_model_component_at(model, c)->arch);
+        if (k && (!want || strcmp(k, want) == 0))
+            component = (int)c, kind = k;
+    }
+    if (rc == CLI_EXIT_OK && !kind) {
+        char found[256] = "";
+        for (size_t c = 0; c < mgpu_model_component_count(model); c++)
+            snprintf(found + strlen(found), sizeof found - strlen(found), "%s%s", c ? ", " : "",
+                     mgpu_arch_name(mgpu_model_component_at(model, c)->arch));
+        cli_error("%s: no %s model in it (found %s); mgpu forward runs FLUX.1, CLIP-L, T5 and "
+                  "the FLUX VAE",
+                  model_path, want ? want : "runnable", found);
+        rc = CLI_EXIT_FAILURE;
+    }
+    if (rc == CLI_EXIT_OK && mgpu_safetensors_open(inputs_path, &f.inputs, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
+        rc = CLI_EXIT_FAILURE;
+    }
     if (rc == CLI_EXIT_OK) {
         mgpu_plan_request req = {.model = model, .component = component, .devices = devices,
                                  .alloc = alloc, .compute = compute,
@@ -325,69 +661,42 @@ int cli_forward(int argc, char **argv)
             rc = CLI_EXIT_FAILURE;
         }
     }
-    if (rc == CLI_EXIT_OK && (mgpu_backend_cpu_create(threads, &be, &err) != MGPU_OK ||
-                              mgpu_backend_cpu_set_gemm(be, gemm, &err) != MGPU_OK)) {
+    if (rc == CLI_EXIT_OK && (mgpu_backend_cpu_create(threads, &f.be, &err) != MGPU_OK ||
+                              mgpu_backend_cpu_set_gemm(f.be, gemm, &err) != MGPU_OK)) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
     mgpu_executor_options opts = {staging, 1};
-    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, be, &opts, &ex, &err) != MGPU_OK) {
+    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, f.be, &opts, &ex, &err) != MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
-    uint64_t out_shape[4] = {0};
     if (rc == CLI_EXIT_OK) {
-        out_shape[0] = batch;
-        out_shape[1] = (uint64_t)c->out_channels / 4;
-        out_shape[2] = x.shape[2];
-        out_shape[3] = x.shape[3];
-        out = malloc((size_t)(out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3]) * sizeof(float));
-        if (!out) {
-            cli_error("out of memory");
-            rc = CLI_EXIT_FAILURE;
-        }
+        f.model = model;
+        f.component = component;
+        f.src = mgpu_executor_source(ex);
+        if (strcmp(kind, "flux") == 0)
+            rc = run_flux(&f, &set);
+        else if (strcmp(kind, "vae") == 0)
+            rc = run_vae(&f, tile);
+        else
+            rc = run_text(&f, strcmp(kind, "clip") == 0);
     }
+    if (rc == CLI_EXIT_OK)
+        rc = write_outputs(out_path, f.out, f.n_out);
     if (rc == CLI_EXIT_OK) {
-        mgpu_flux_inputs in = {(int64_t)batch, (int64_t)x.shape[2], (int64_t)x.shape[3],
-                               (int64_t)ctx.shape[1], x.data, ts.data, ctx.data, y.data, g.data};
-        mgpu_tensor_source src = mgpu_executor_source(ex);
-        /* --repeat runs the same pass again (as sampling steps would), for
-         * timing: the first pass pays for page faults and a cold pipeline */
-        double total = 0;
-        for (int step = 0; step < repeat && rc == CLI_EXIT_OK; step++) {
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            if (mgpu_flux_forward(flux, &src, &in, out, be, &err) != MGPU_OK) {
-                cli_error("%s", err.message);
-                rc = CLI_EXIT_FAILURE;
-            }
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-            total += seconds;
-            if (repeat > 1 && rc == CLI_EXIT_OK)
-                fprintf(stderr, "mgpu: pass %d: %.3f s\n", step + 1, seconds);
-        }
-        if (rc == CLI_EXIT_OK)
-            rc = write_output(out_path, out, out_shape);
-        if (rc == CLI_EXIT_OK) {
-            mgpu_exec_stats st;
-            mgpu_executor_stats(ex, &st);
-            print_stats(plan, &st, total);
-            fprintf(stderr, "mgpu: computed on %s, %s GEMM\n", be->name,
-                    mgpu_backend_cpu_gemm_name(be));
-        }
+        mgpu_exec_stats st;
+        mgpu_executor_stats(ex, &st);
+        print_stats(plan, &st, f.seconds);
+        fprintf(stderr, "mgpu: computed on %s, %s GEMM\n", f.be->name,
+                mgpu_backend_cpu_gemm_name(f.be));
     }
-    free(out);
-    free(x.data);
-    free(ts.data);
-    free(ctx.data);
-    free(y.data);
-    free(g.data);
+    for (int i = 0; i < f.n_out; i++)
+        free(f.out[i].data);
     mgpu_executor_free(ex);
-    mgpu_backend_free(be);
+    mgpu_backend_free(f.be);
+    mgpu_safetensors_close(f.inputs);
     mgpu_plan_free(plan);
-    mgpu_flux_free(flux);
-    mgpu_safetensors_close(inputs);
     mgpu_model_close(model);
     free(devices);
     return rc;

@@ -46,7 +46,7 @@ static void print_virtual_vram(const mgpu_plan *p)
            (double)p->model_bytes / GB, (double)p->device[p->compute].placed_bytes / GB, -moved);
 }
 
-static void print_tables(const mgpu_plan *p)
+void cli_print_plan_tables(const mgpu_plan *p)
 {
     const mgpu_model *m = p->model;
     double model_gb = (double)p->model_bytes / GB;
@@ -343,7 +343,7 @@ int cli_plan(int argc, char **argv)
         if (json) {
             cli_print_json(plan_json(plan));
         } else {
-            print_tables(plan);
+            cli_print_plan_tables(plan);
         }
     }
     mgpu_plan_free(plan);

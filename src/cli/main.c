@@ -65,7 +65,9 @@ static void usage(FILE *out)
           "  plan MODEL --alloc STRING [--compute DEV] [--devices SPEC] [--reserve SIZE] [--json]\n"
           "      where every module of MODEL goes, as DisTorch-style tables or JSON\n"
           "  forward --model FILE --inputs IN.safetensors -o OUT.safetensors [--alloc STRING]\n"
-          "      one FLUX.1 forward pass, placed by the plan and streamed\n"
+          "      one forward pass of a FLUX.1, CLIP, T5 or VAE model, placed and streamed\n"
+          "  generate --model FILE --prompt TEXT -o OUT.png [--clip F --t5 F --vae F] ...\n"
+          "      text to image with FLUX.1, each component on its own devices\n"
           "  help     this text\n"
           "  version  print the version\n",
           out);
@@ -90,6 +92,8 @@ int main(int argc, char **argv)
         return cli_plan(argc - 2, argv + 2);
     if (strcmp(cmd, "forward") == 0)
         return cli_forward(argc - 2, argv + 2);
+    if (strcmp(cmd, "generate") == 0)
+        return cli_generate(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return CLI_EXIT_OK;

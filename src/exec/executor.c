@@ -46,6 +46,8 @@ typedef struct unit {
     unit_state state;
     uint8_t *slot;
     mgpu_event *released; /* recorded on the compute queue at leave */
+    bool entered;         /* compute is between enter and leave */
+    int next;             /* the unit compute entered after this one last time; -1 unknown */
     mgpu_status load_status;
     char load_error[MGPU_ERROR_MESSAGE_BYTES];
 } unit;
@@ -72,6 +74,8 @@ struct mgpu_executor {
     pthread_mutex_t lock;
     pthread_cond_t changed;
     size_t cursor;
+    int last_entered; /* unit, -1 before the first */
+    int demand;       /* a unit compute waits for that is not loaded, -1 none */
     uint64_t used; /* capacity of the buffers blocks hold */
     uint64_t held; /* capacity of every staging buffer, held or free */
     /* Buffers given back, kept for the next blocks: allocating a fresh one
@@ -215,19 +219,59 @@ static void release_buffer(mgpu_executor *ex, void *data, mgpu_event *released)
     ex->be->ops->free(ex->be, data);
 }
 
+/* The unit expected after u: the one compute entered after it last time,
+ * else the next in block order. Models that run their blocks out of index
+ * order (a VAE decoder walks its levels backwards) are prefetched in their
+ * own order from their second pass on. */
+static size_t successor(const mgpu_executor *ex, size_t u)
+{
+    int n = ex->units[u].next;
+    return n >= 0 ? (size_t)n : (u + 1) % ex->unit_count;
+}
+
+/* Gives back the slots of loaded units compute has not entered, so that a
+ * unit compute is waiting for can load: without this, prefetched blocks
+ * that are needed only later would hold the budget forever. Called with the
+ * lock held; true if anything was freed. */
+static bool evict_prefetched(mgpu_executor *ex, size_t keep)
+{
+    bool freed = false;
+    for (size_t k = 0; k < ex->unit_count; k++) {
+        unit *u = &ex->units[k];
+        if (k == keep || u->state != UNIT_READY || u->entered)
+            continue;
+        for (size_t i = 0; i < u->count; i++)
+            ex->slot_data[ex->streamed[u->first + i].index] = NULL;
+        if (u->slot && ex->spare_count < sizeof ex->spare / sizeof ex->spare[0]) {
+            ex->spare[ex->spare_count].data = u->slot;
+            ex->spare[ex->spare_count].capacity = u->slot_capacity;
+            ex->spare[ex->spare_count].released = NULL; /* never used by compute */
+            ex->spare_count++;
+        } else if (u->slot) {
+            release_buffer(ex, u->slot, NULL);
+            ex->held -= u->slot_capacity;
+        }
+        u->slot = NULL;
+        u->state = UNIT_EMPTY;
+        ex->used -= u->slot_capacity;
+        freed = true;
+    }
+    return freed;
+}
+
 static void *copy_thread(void *arg)
 {
     mgpu_executor *ex = arg;
     pthread_mutex_lock(&ex->lock);
     while (!ex->stopping) {
-        /* the next empty unit from the cursor, cyclically */
-        size_t pick = SIZE_MAX;
+        /* the next empty unit from the cursor, in the expected order */
+        size_t pick = SIZE_MAX, u_at = ex->cursor;
         for (size_t k = 0; k < ex->unit_count && pick == SIZE_MAX; k++) {
-            size_t u = (ex->cursor + k) % ex->unit_count;
-            if (ex->units[u].state == UNIT_EMPTY)
-                pick = u;
-            else if (ex->units[u].state == UNIT_LOADING)
+            if (ex->units[u_at].state == UNIT_EMPTY)
+                pick = u_at;
+            else if (ex->units[u_at].state == UNIT_LOADING)
                 break;
+            u_at = successor(ex, u_at);
         }
         if (pick == SIZE_MAX) {
             pthread_cond_wait(&ex->changed, &ex->lock);
@@ -242,7 +286,8 @@ static void *copy_thread(void *arg)
                 best = i;
         uint64_t cost = best == SIZE_MAX ? need : ex->spare[best].capacity;
         if (ex->used > 0 && ex->used + cost > ex->stats.staging_budget_bytes) {
-            pthread_cond_wait(&ex->changed, &ex->lock);
+            if (!(ex->demand == (int)pick && evict_prefetched(ex, pick)))
+                pthread_cond_wait(&ex->changed, &ex->lock);
             continue;
         }
         uint8_t *reused = NULL;
@@ -266,7 +311,7 @@ static void *copy_thread(void *arg)
         ex->used += cost;
         if (ex->used > ex->stats.staging_peak_bytes)
             ex->stats.staging_peak_bytes = ex->used;
-        ex->cursor = (pick + 1) % ex->unit_count;
+        ex->cursor = successor(ex, pick);
         pthread_mutex_unlock(&ex->lock);
 
         double start = now();
@@ -315,10 +360,17 @@ static mgpu_status enter_block(void *context, int block, mgpu_error *err)
         /* out of the expected order: point the copy thread here */
         if (u->state == UNIT_EMPTY) {
             ex->cursor = (size_t)k;
+            ex->demand = k;
             pthread_cond_broadcast(&ex->changed);
         }
         while (u->state != UNIT_READY)
             pthread_cond_wait(&ex->changed, &ex->lock);
+        if (ex->demand == k)
+            ex->demand = -1;
+        u->entered = true;
+        if (ex->last_entered >= 0 && ex->last_entered != k)
+            ex->units[ex->last_entered].next = k;
+        ex->last_entered = k;
         if (u->load_status != MGPU_OK) {
             s = mgpu_error_set(err, u->load_status, "%s", u->load_error);
         } else {
@@ -362,6 +414,7 @@ static void leave_block(void *context, int block)
         }
         u->slot = NULL;
         u->state = UNIT_EMPTY;
+        u->entered = false;
         ex->used -= u->slot_capacity;
         pthread_cond_broadcast(&ex->changed);
     }
@@ -442,6 +495,8 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
         return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
     ex->plan = plan;
     ex->be = be;
+    ex->last_entered = -1;
+    ex->demand = -1;
     ex->model = plan->model;
     ex->options = options ? *options : (mgpu_executor_options){0, 1};
     pthread_mutex_init(&ex->lock, NULL);
@@ -487,6 +542,7 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
             u->count++;
         }
         if (u->count) {
+            u->next = -1;
             mgpu_status s = be->ops->event_create(be, &u->released, err);
             if (s != MGPU_OK) {
                 mgpu_executor_free(ex);

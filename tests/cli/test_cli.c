@@ -13,11 +13,18 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "backend/backend.h"
 #include "core/file.h"
+#include "exec/source.h"
+#include "models/clip.h"
+#include "models/t5.h"
+#include "models/vae.h"
 #include "mgpu/model.h"
 #include "mgpu/safetensors.h"
+#include "synth_tokenizer.h"
 #include "synth_write.h"
 #include "test_util.h"
+#include "test_models.h"
 
 static const char *mgpu_binary;
 static char model_path[1024];
@@ -446,14 +453,29 @@ static void test_forward(void **state)
         assert_false(test_file_exists(out));
         run_free(&r);
     }
-    /* a model that is not FLUX */
+    /* a CLIP-L model given FLUX's inputs: it runs CLIP, which wants tokens */
     synth_options o = {.arch = "clip-l", .scale = SYNTH_SCALE_TINY, .dtype = MGPU_DTYPE_F32,
                        .seed = 1, .prefix = "", .out = clip};
     assert_int_equal(synth_write(&o, &err), MGPU_OK);
     snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s'", clip, in, out);
     r = run(args);
     assert_int_equal(r.code, 1);
-    assert_non_null(strstr(r.err, "no FLUX.1 diffusion model in it (found clip-l)"));
+    assert_non_null(strstr(r.err, "no input tensor 'tokens'"));
+    assert_false(test_file_exists(out));
+    run_free(&r);
+    /* a component the file does not have, and one mgpu cannot run */
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --component vae", clip,
+             in, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "no vae model in it (found clip-l)"));
+    run_free(&r);
+    o.arch = "clip-g";
+    assert_int_equal(synth_write(&o, &err), MGPU_OK);
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s'", clip, in, out);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "no runnable model in it (found clip-g)"));
     run_free(&r);
     /* settings the weights cannot take, and bad flags */
     snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=3",
@@ -473,6 +495,255 @@ static void test_forward(void **state)
     run_free(&r);
     remove(in);
     remove(clip);
+}
+
+static void expect_ok(run_result *r)
+{
+    if (r->code != 0)
+        fail_msg("exit %d: %s", r->code, r->err);
+    run_free(r);
+}
+
+/* One input tensor of any dtype from f32 values. */
+static void write_one(const char *path, const char *name, mgpu_dtype dtype, int ndim,
+                      const uint64_t *shape, const float *values)
+{
+    mgpu_error err = {0};
+    mgpu_safetensors_writer *w;
+    uint64_t n = 1, bytes;
+    for (int d = 0; d < ndim; d++)
+        n *= shape[d];
+    assert_true(mgpu_dtype_bytes_for(dtype, n, &bytes));
+    void *data = malloc(bytes);
+    if (dtype == MGPU_DTYPE_I32)
+        for (uint64_t i = 0; i < n; i++)
+            ((int32_t *)data)[i] = (int32_t)values[i];
+    else
+        assert_int_equal(mgpu_quantize(dtype, values, data, n), MGPU_OK);
+    assert_int_equal(mgpu_safetensors_writer_create(path, &w, &err), MGPU_OK);
+    assert_int_equal(mgpu_safetensors_writer_add_tensor(w, name, dtype, ndim, shape, &err), MGPU_OK);
+    assert_int_equal(mgpu_safetensors_writer_write(w, data, bytes, &err), MGPU_OK);
+    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
+    free(data);
+}
+
+/* `out` (or another tensor) of a forward's output file, as f32. */
+static float *read_output(const char *path, const char *name, uint64_t expect_n)
+{
+    mgpu_safetensors *st;
+    mgpu_error err = {0};
+    if (mgpu_safetensors_open(path, &st, &err) != MGPU_OK)
+        fail_msg("%s", err.message);
+    const mgpu_tensor_info *t = mgpu_safetensors_find(st, name);
+    assert_non_null(t);
+    assert_int_equal(t->n_elems, expect_n);
+    float *v = malloc(expect_n * sizeof(float));
+    assert_int_equal(mgpu_dequantize(t->dtype, t->data, v, expect_n), MGPU_OK);
+    mgpu_safetensors_close(st);
+    return v;
+}
+
+/* forward on CLIP, T5 and the VAE: the CLI's outputs are the library's,
+ * bit for bit (the library is checked against references in its own
+ * tests), with the right names and shapes. */
+static void test_forward_components(void **state)
+{
+    (void)state;
+    char model[1024], in[1024], out[1024]; /* test_path's buffers rotate */
+    snprintf(model, sizeof model, "%s", test_path("fc-model.safetensors"));
+    snprintf(in, sizeof in, "%s", test_path("fc-in.safetensors"));
+    snprintf(out, sizeof out, "%s", test_path("fc-out.safetensors"));
+    char args[4096];
+    mgpu_error err = {0};
+    mgpu_backend *be = NULL;
+    assert_int_equal(mgpu_backend_cpu_create(1, &be, &err), MGPU_OK);
+    mgpu_tensor_source src = mgpu_resident_source();
+
+    /* CLIP-L: two rows of 77 ids; the pooled row is each row's largest id */
+    synth("clip-l", 0, MGPU_DTYPE_F16, "", 31, model);
+    float ids[2 * 77];
+    for (int i = 0; i < 2 * 77; i++)
+        ids[i] = (float)((i * 131) % 1000);
+    write_one(in, "tokens", MGPU_DTYPE_I32, 2, (const uint64_t[]){2, 77}, ids);
+    snprintf(args, sizeof args, "forward --model '%s' --inputs '%s' -o '%s' --gemm f32", model, in,
+             out);
+    run_result r = run(args);
+    expect_ok(&r);
+    mgpu_model *m = open_ok(model);
+    mgpu_clip *clip;
+    assert_int_equal(mgpu_clip_load(m, 0, &clip, &err), MGPU_OK);
+    int64_t w = mgpu_clip_get_config(clip)->hidden;
+    float *got = read_output(out, "out", (uint64_t)(2 * 77 * w));
+    float *pooled = read_output(out, "pooled", (uint64_t)(2 * w));
+    float *want = malloc((size_t)(77 * w) * sizeof(float)), *want_pooled = malloc((size_t)w * 4);
+    for (int b = 0; b < 2; b++) {
+        int32_t row[77];
+        int64_t at = 0;
+        for (int i = 0; i < 77; i++) {
+            row[i] = (int32_t)ids[b * 77 + i];
+            if (row[i] > row[at])
+                at = i;
+        }
+        assert_int_equal(mgpu_clip_forward(clip, be, &src, row, 77, at, want, want_pooled, &err),
+                         MGPU_OK);
+        assert_memory_equal(got + b * 77 * w, want, (size_t)(77 * w) * sizeof(float));
+        assert_memory_equal(pooled + b * w, want_pooled, (size_t)w * sizeof(float));
+    }
+    free(got), free(pooled), free(want), free(want_pooled);
+    mgpu_clip_free(clip);
+    mgpu_model_close(m);
+
+    /* T5: one row of 40 ids */
+    synth("t5-xxl", 0, MGPU_DTYPE_BF16, "", 32, model);
+    write_one(in, "tokens", MGPU_DTYPE_F32, 2, (const uint64_t[]){1, 40}, ids);
+    r = run(args);
+    expect_ok(&r);
+    m = open_ok(model);
+    mgpu_t5 *t5;
+    assert_int_equal(mgpu_t5_load(m, 0, &t5, &err), MGPU_OK);
+    w = mgpu_t5_get_config(t5)->d_model;
+    got = read_output(out, "out", (uint64_t)(40 * w));
+    want = malloc((size_t)(40 * w) * sizeof(float));
+    int32_t row[40];
+    for (int i = 0; i < 40; i++)
+        row[i] = (int32_t)ids[i];
+    assert_int_equal(mgpu_t5_forward(t5, be, &src, row, 40, want, &err), MGPU_OK);
+    assert_memory_equal(got, want, (size_t)(40 * w) * sizeof(float));
+    free(got), free(want);
+    mgpu_t5_free(t5);
+    mgpu_model_close(m);
+    /* a token id outside the vocabulary is one clear error, no output */
+    remove(out);
+    ids[3] = 5000.0f;
+    write_one(in, "tokens", MGPU_DTYPE_F32, 2, (const uint64_t[]){1, 40}, ids);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(line_count(r.err), 1);
+    assert_non_null(strstr(r.err, "5000"));
+    assert_false(test_file_exists(out));
+    run_free(&r);
+
+    /* the VAE: decode z, then encode an image */
+    synth("vae-flux", 0, MGPU_DTYPE_F32, "", 33, model);
+    float *z = malloc(16 * 4 * 6 * sizeof(float));
+    for (int i = 0; i < 16 * 4 * 6; i++)
+        z[i] = (float)((i * 37) % 17) / 8.5f - 1.0f;
+    write_one(in, "z", MGPU_DTYPE_F32, 4, (const uint64_t[]){1, 16, 4, 6}, z);
+    r = run(args);
+    expect_ok(&r);
+    m = open_ok(model);
+    mgpu_vae *vae;
+    assert_int_equal(mgpu_vae_load(m, 0, &vae, &err), MGPU_OK);
+    got = read_output(out, "out", 3 * 32 * 48);
+    want = malloc(3 * 32 * 48 * sizeof(float));
+    mgpu_vae_tiling none = {0, 0};
+    assert_int_equal(mgpu_vae_decode(vae, be, &src, z, 4, 6, &none, want, &err), MGPU_OK);
+    assert_memory_equal(got, want, 3 * 32 * 48 * sizeof(float));
+    write_one(in, "x", MGPU_DTYPE_F32, 4, (const uint64_t[]){1, 3, 32, 48}, want);
+    r = run(args);
+    expect_ok(&r);
+    free(got);
+    got = read_output(out, "out", 16 * 4 * 6);
+    assert_int_equal(mgpu_vae_encode(vae, be, &src, want, 32, 48, z, &err), MGPU_OK);
+    assert_memory_equal(got, z, 16 * 4 * 6 * sizeof(float));
+    /* an image that is not a multiple of 8 */
+    remove(out);
+    write_one(in, "x", MGPU_DTYPE_F32, 4, (const uint64_t[]){1, 3, 12, 16}, want);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "not a multiple of 8"));
+    assert_false(test_file_exists(out));
+    run_free(&r);
+    free(got), free(want), free(z);
+    mgpu_vae_free(vae);
+    mgpu_model_close(m);
+    mgpu_backend_free(be);
+    remove(model);
+    remove(in);
+    remove(out);
+}
+
+/* mgpu generate end to end on tiny synthetic files: a PNG with the
+ * parameters as text, the plan and a summary printed; bad requests leave
+ * no image behind. */
+static void test_generate(void **state)
+{
+    (void)state;
+    char flux[1024], clip[1024], t5[1024], vae[1024], ctok[1024], ttok[1024], png[1024];
+    snprintf(flux, sizeof flux, "%s", test_path("gen-flux.gguf"));
+    snprintf(clip, sizeof clip, "%s", test_path("gen-clip.safetensors"));
+    snprintf(t5, sizeof t5, "%s", test_path("gen-t5.safetensors"));
+    snprintf(vae, sizeof vae, "%s", test_path("gen-vae.safetensors"));
+    snprintf(ctok, sizeof ctok, "%s", test_path("gen-clip-tokenizer.json"));
+    snprintf(ttok, sizeof ttok, "%s", test_path("gen-spiece.model"));
+    snprintf(png, sizeof png, "%s", test_path("gen.png"));
+    synth("flux-schnell", 1, MGPU_DTYPE_Q4_K, "", 41, flux);
+    synth("clip-l", 0, MGPU_DTYPE_F16, "", 42, clip);
+    synth("t5-xxl", 0, MGPU_DTYPE_F16, "", 43, t5);
+    synth("vae-flux", 0, MGPU_DTYPE_F16, "", 44, vae);
+    mgpu_error err = {0};
+    assert_int_equal(synth_tok_write_default("clip", SYNTH_TOK_JSON, ctok, &err), MGPU_OK);
+    assert_int_equal(synth_tok_write_default("t5", SYNTH_TOK_SPIECE, ttok, &err), MGPU_OK);
+    char common[8192], args[16384];
+    snprintf(common, sizeof common,
+             "generate --model '%s' --clip '%s' --t5 '%s' --vae '%s' --clip-tokenizer '%s' "
+             "--t5-tokenizer '%s' --set num_heads=2 --devices 'cuda:0=1gib@25gbps,cpu=8gib' "
+             "--alloc 'cuda:0,50%%;cpu,*'",
+             flux, clip, t5, vae, ctok, ttok);
+    snprintf(args, sizeof args, "%s --prompt 'a lighthouse at dusk' --width 48 --height 32 -o '%s'",
+             common, png);
+    run_result r = run(args);
+    if (r.code != 0)
+        fail_msg("exit %d: %s", r.code, r.err);
+    assert_non_null(strstr(r.out, "== diffusion:"));       /* the plans */
+    assert_non_null(strstr(r.err, "sampling [")); /* progress, 4 steps for schnell */
+    assert_non_null(strstr(r.err, "4/4"));
+    assert_non_null(strstr(r.err, "diffusion")); /* the summary */
+    run_free(&r);
+    char *bytes = NULL;
+    uint64_t size = 0;
+    assert_int_equal(mgpu_file_read_all(png, 1 << 24, &bytes, &size, &err), MGPU_OK);
+    assert_true(size > 8 && memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0);
+    /* the parameters travel as text: the prompt and the seed are in the file */
+    bool prompt_found = false, steps_found = false;
+    for (uint64_t i = 0; i + 20 < size; i++) {
+        prompt_found |= memcmp(bytes + i, "a lighthouse at dusk", 20) == 0;
+        steps_found |= memcmp(bytes + i, "Steps: 4", 8) == 0;
+    }
+    assert_true(prompt_found && steps_found);
+    free(bytes);
+    remove(png);
+
+    /* bad requests: one line, exit 1 or 2, no image */
+    const struct {
+        const char *extra, *needle;
+        int code;
+    } bad[] = {
+        {"--prompt 'x' --width 40 --height 32", "multiples of 16", 1},
+        {"--prompt ' ' --width 32 --height 32", "prompt is empty", 1},
+        {"--prompt 'x' --width 32 --height 32 --vae-alloc 'cuda:0,0b;cuda:7,*'", "cuda:7", 1},
+        {"--prompt 'x' --steps 0", "--steps takes a whole number", 2},
+        {"--prompt 'x' --bogus 1", "unknown option '--bogus'", 2},
+    };
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        snprintf(args, sizeof args, "%s %s -o '%s'", common, bad[c].extra, png);
+        r = run(args);
+        assert_int_equal(r.code, bad[c].code);
+        if (!strstr(r.err, bad[c].needle))
+            fail_msg("case %zu: '%s' lacks '%s'", c, r.err, bad[c].needle);
+        assert_false(test_file_exists(png));
+        run_free(&r);
+    }
+    /* the wrong file in a slot */
+    snprintf(args, sizeof args,
+             "generate --model '%s' --clip '%s' --t5 '%s' --vae '%s' --prompt x -o '%s'", flux, t5,
+             t5, vae, png);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.err, "not a CLIP-L text encoder"));
+    assert_false(test_file_exists(png));
+    run_free(&r);
+    remove(flux), remove(clip), remove(t5), remove(vae), remove(ctok), remove(ttok);
 }
 
 static void test_usage_errors(void **state)
@@ -506,6 +777,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dump),    cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_devices_and_plan),
         cmocka_unit_test(test_forward),
+        cmocka_unit_test(test_forward_components),
+        cmocka_unit_test(test_generate),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,1 @@
+mgpu_test(test_tokenizers text/test_tokenizers.c LIBS mgpu_synthlib)
