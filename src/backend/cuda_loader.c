@@ -51,7 +51,7 @@ static void load(void)
     if (env && *env) {
         plugin = dlopen(env, RTLD_NOW | RTLD_LOCAL);
         if (!plugin) {
-            snprintf(load_error, sizeof load_error, "cannot load the CUDA plugin %s: %s", env,
+            snprintf(load_error, sizeof load_error, "cannot load the CUDA plugin %.200s: %.150s", env,
                      dlerror());
             return;
         }
@@ -63,7 +63,7 @@ static void load(void)
             if (access(path, F_OK) == 0) {
                 plugin = dlopen(path, RTLD_NOW | RTLD_LOCAL);
                 if (!plugin) { /* there but unusable (libcublas missing, say) */
-                    snprintf(load_error, sizeof load_error, "cannot load the CUDA plugin %s: %s",
+                    snprintf(load_error, sizeof load_error, "cannot load the CUDA plugin %.200s: %.150s",
                              path, dlerror());
                     return;
                 }
