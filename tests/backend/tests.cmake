@@ -8,8 +8,12 @@ if(TARGET mgpu_cuda)
   # The device decoders compiled for the host (C++) against core/quant.c.
   include(CheckLanguage)
   check_language(CXX)
+  # only with the C compiler's own C++ sibling: the shared compile options
+  # (sanitizers, -fsanitize=fuzzer-no-link) are the C compiler's
   if(CMAKE_CXX_COMPILER)
     enable_language(CXX)
+  endif()
+  if(CMAKE_CXX_COMPILER AND CMAKE_CXX_COMPILER_ID STREQUAL CMAKE_C_COMPILER_ID AND NOT MGPU_FUZZ)
     add_executable(test_cuda_decode backend/test_cuda_decode.cc)
     set_target_properties(test_cuda_decode PROPERTIES CXX_STANDARD 17 CXX_EXTENSIONS OFF)
     target_link_libraries(test_cuda_decode PRIVATE mgpu)
