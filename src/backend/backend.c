@@ -3,7 +3,9 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "backend/cuda_loader.h"
 #include "core/error.h"
+#include "mgpu/device.h"
 
 void mgpu_backend_fail(mgpu_backend *be, mgpu_status status, const char *fmt, ...)
 {
@@ -46,5 +48,19 @@ mgpu_status mgpu_backend_alloc_f32(mgpu_backend *be, int64_t n, float **out, mgp
         return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "%s: negative allocation", be->name);
     mgpu_status s = be->ops->alloc(be, (size_t)(n > 0 ? n : 1) * sizeof(float), &p, err);
     *out = p;
+    return s;
+}
+
+mgpu_status mgpu_backend_for_device(const mgpu_device *d, int threads, mgpu_gemm_precision gemm,
+                                    mgpu_backend **out, mgpu_error *err)
+{
+    *out = NULL;
+    if (d->kind == MGPU_DEVICE_CUDA && !d->simulated)
+        return mgpu_backend_cuda_create(d->ordinal, out, err);
+    mgpu_status s = mgpu_backend_cpu_create(threads, out, err);
+    if (s == MGPU_OK && (s = mgpu_backend_cpu_set_gemm(*out, gemm, err)) != MGPU_OK) {
+        mgpu_backend_free(*out);
+        *out = NULL;
+    }
     return s;
 }

@@ -197,8 +197,18 @@ typedef enum mgpu_gemm_precision {
 } mgpu_gemm_precision;
 mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
                                       mgpu_error *err);
-/* "f32" or "bf16": what the linear layers use now. */
+/* "f32" or "bf16": what the CPU backend's linear layers use now ("its
+ * own" for other backends). */
 const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be);
+
+/* The backend that computes for device `d`: a real CUDA GPU through the
+ * plugin; the CPU, and simulated devices (whose links are only paced), on
+ * the CPU backend with `threads` and `gemm`. */
+struct mgpu_device;
+mgpu_status mgpu_backend_for_device(const struct mgpu_device *d, int threads,
+                                    mgpu_gemm_precision gemm, mgpu_backend **out,
+                                    mgpu_error *err);
+bool mgpu_backend_is_cpu(const mgpu_backend *be);
 
 /* Records an op failure as the backend's error unless one is kept already
  * (for backends' use). */

@@ -432,6 +432,8 @@ mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mg
 mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
                                       mgpu_error *err)
 {
+    if (!mgpu_backend_is_cpu(be))
+        return MGPU_OK; /* other backends choose their own GEMM */
     bool fast = mgpu_cpu_bf16_gemm_available();
     if (precision == MGPU_GEMM_BF16 && !fast)
         return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
@@ -442,12 +444,21 @@ mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision prec
     return MGPU_OK;
 }
 
+bool mgpu_backend_is_cpu(const mgpu_backend *be)
+{
+    return be->ops == &cpu_ops;
+}
+
 const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be)
 {
+    if (!mgpu_backend_is_cpu(be))
+        return "its own";
     return ((const cpu_impl *)be->impl)->gemm == MGPU_CPU_GEMM_BF16 ? "bf16" : "f32";
 }
 
 int mgpu_backend_cpu_threads(const mgpu_backend *be)
 {
+    if (!mgpu_backend_is_cpu(be))
+        return 0;
     return mgpu_threadpool_size(((const cpu_impl *)be->impl)->pool);
 }

@@ -661,8 +661,9 @@ int cli_forward(int argc, char **argv)
             rc = CLI_EXIT_FAILURE;
         }
     }
-    if (rc == CLI_EXIT_OK && (mgpu_backend_cpu_create(threads, &f.be, &err) != MGPU_OK ||
-                              mgpu_backend_cpu_set_gemm(f.be, gemm, &err) != MGPU_OK)) {
+    if (rc == CLI_EXIT_OK &&
+        mgpu_backend_for_device(&devices->devices[plan->compute], threads, gemm, &f.be, &err) !=
+            MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }

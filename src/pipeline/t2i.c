@@ -59,7 +59,7 @@ typedef struct run {
     mgpu_flux *flux;
     mgpu_vae *vae;
     mgpu_tokenizer *clip_tok, *t5_tok;
-    mgpu_backend *be;
+    mgpu_backend *be[MGPU_MAX_DEVICES]; /* by compute device */
     int32_t clip_ids[MGPU_CLIP_CONTEXT];
     int64_t eos_index;
     int32_t *t5_ids;
@@ -324,24 +324,18 @@ static mgpu_status make_plans(run *r)
     return MGPU_OK;
 }
 
-/* The backend that computes for a plan: every device that is not a real GPU
- * (the CPU, simulated GPUs) computes here on the CPU. */
+/* The backend that computes for a plan, one per device, made when a stage
+ * first needs it and kept for the run. */
 static mgpu_status backend_for(run *r, const mgpu_plan *plan, mgpu_backend **out)
 {
-    const mgpu_device *d = &plan->devices->devices[plan->compute];
-    if (d->kind == MGPU_DEVICE_CUDA && !d->simulated)
-        return mgpu_error_set(r->err, MGPU_ERR_UNSUPPORTED,
-                              "%s: computing on a real GPU needs the CUDA backend, which this "
-                              "pipeline does not drive yet; simulate it with --devices",
-                              d->name);
-    if (!r->be) {
-        mgpu_status rc = mgpu_backend_cpu_create(r->req->threads, &r->be, r->err);
-        if (rc == MGPU_OK)
-            rc = mgpu_backend_cpu_set_gemm(r->be, r->req->gemm, r->err);
+    int d = plan->compute;
+    if (!r->be[d]) {
+        mgpu_status rc = mgpu_backend_for_device(&plan->devices->devices[d], r->req->threads,
+                                                 r->req->gemm, &r->be[d], r->err);
         if (rc != MGPU_OK)
             return rc;
     }
-    *out = r->be;
+    *out = r->be[d];
     return MGPU_OK;
 }
 
@@ -523,7 +517,8 @@ mgpu_status mgpu_t2i_run(const mgpu_t2i_request *q, mgpu_t2i_result *out, mgpu_e
         if (r.slot[s].owned)
             mgpu_model_close(r.slot[s].model);
     }
-    mgpu_backend_free(r.be);
+    for (int d = 0; d < MGPU_MAX_DEVICES; d++)
+        mgpu_backend_free(r.be[d]);
     if (rc != MGPU_OK)
         mgpu_t2i_result_free(out);
     return rc;
