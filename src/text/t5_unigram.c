@@ -219,7 +219,7 @@ static int pb_bytes(pb *b, pb *sub)
 static int pb_skip(pb *b, uint32_t wire)
 {
     uint64_t v;
-    pb sub;
+    pb sub = {NULL, NULL, NULL};
     switch (wire) {
     case 0: return pb_varint(b, &v);
     case 1:
@@ -260,7 +260,7 @@ static mgpu_status parse_piece(const char *label, pb *m, spiece_piece *out, mgpu
     int r;
     while ((r = pb_key(m, &f, &w)) > 0) {
         if (f == 1 && w == 2) {
-            pb sub;
+            pb sub = {NULL, NULL, NULL};
             if (!pb_bytes(m, &sub))
                 return pb_error(label, m, "a piece string runs past its message", err);
             out->s = (const char *)sub.p;
@@ -331,7 +331,7 @@ mgpu_status tk_t5_from_spiece(const char *label, const uint8_t *data, size_t siz
     while ((r = pb_key(&b, &f, &w)) > 0) {
         if (f >= 1 && f <= 3 && w != 2)
             return pb_error(label, &b, "a top-level field of the wrong wire type", err);
-        pb sub;
+        pb sub = {NULL, NULL, NULL};
         if (f >= 1 && f <= 3) {
             if (!pb_bytes(&b, &sub))
                 return pb_error(label, &b, "a message that runs past the end of the file", err);
@@ -372,7 +372,7 @@ mgpu_status tk_t5_from_spiece(const char *label, const uint8_t *data, size_t siz
             pb_skip(&b, w);
             continue;
         }
-        pb sub;
+        pb sub = {NULL, NULL, NULL};
         pb_bytes(&b, &sub);
         spiece_piece p;
         s = parse_piece(label, &sub, &p, err);

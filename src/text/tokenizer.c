@@ -461,7 +461,7 @@ static mgpu_status check_text(const mgpu_tokenizer *t, const char *utf8, size_t 
 static mgpu_status encode_list(const mgpu_tokenizer *t, const char *utf8, tk_ids *ids,
                                tk_ids *words, mgpu_error *err)
 {
-    size_t len;
+    size_t len = 0;
     mgpu_status s = check_text(t, utf8, &len, err);
     if (s != MGPU_OK)
         return s;
