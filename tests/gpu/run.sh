@@ -3,8 +3,9 @@
 # Release with the CUDA plugin, runs the correctness checks, then measures:
 #   1. host -> device bandwidth: our pinned copy against cudaMemcpy;
 #   2. linear TFLOP/s at FLUX shapes (bf16 and Q8_0 weights) against cuBLAS;
-#   3. FLUX.1-dev full-size synthetic step times on cuda:0 (when the CLI
-#      supports --compute, see below).
+#   3. a tiny FLUX.1 forward on cuda:0 against the CPU and across
+#      placements (resident, RAM, disk), then FLUX.1-dev full-size synthetic
+#      step times at 1024x1024 resident and streamed.
 # Prints a short table last; writes logs and details under $OUT when set
 # (else under the build folder). Meant to finish in well under 8 minutes on
 # an H100.
@@ -56,49 +57,70 @@ bench=ok
 "$build/tests/bench_cuda" --details "$out/bench_cuda_details.txt" >"$out/bench_cuda.md" 2>"$out/bench_cuda.err" \
     || { bench=FAIL; status=1; cat "$out/bench_cuda.err"; }
 
-echo "== FLUX.1-dev step time on cuda:0"
-# >>> depends on the executor/CLI integration of the CUDA backend (lead's
-# part of issue 5). Runs only when `mgpu forward` accepts --compute; until
-# then it reports that the CLI does not support it yet. The commands follow
-# bench/flux_step.sh at 1024x1024 (a 128x128 latent: 4096 image + 512 text
-# tokens), Q8_0 and BF16 weights, resident / 50% / 100% streamed from
-# pinned RAM.
-flux="not run: mgpu forward has no --compute option yet (CUDA executor integration pending)"
-if "$build/mgpu" forward --help 2>&1 | grep -q -- '--compute'; then
-    work=${TMPDIR:-/tmp}/mgpu-gpu-bench
-    mkdir -p "$work"
-    flux=""
-    for dtype in Q8_0 BF16; do
-        model=$work/flux1-dev-$dtype.gguf
-        inputs=$work/flux-inputs-1024.safetensors
-        "$build/mgpu-synth" --arch flux-dev --scale full --format gguf --dtype $dtype --sparse -o "$model"
-        "$build/mgpu-synth" --arch flux-dev --scale full --inputs 1x128x128x512 -o "$inputs"
-        for placement in "resident|cuda:0=80gib,cpu=100gib|" \
-                         "ram-50|cuda:0=80gib,cpu=100gib|cuda:0,50%;cpu,*" \
-                         "ram-100|cuda:0=80gib,cpu=100gib|cpu,*"; do
-            name=${placement%%|*}
-            rest=${placement#*|}
-            devices=${rest%%|*}
-            alloc=${rest#*|}
-            log=$out/flux-$dtype-$name.log
-            if timeout 120 "$build/mgpu" forward --model "$model" --inputs "$inputs" \
-                    -o "$work/out.safetensors" --compute cuda:0 --devices "$devices" \
-                    --alloc "$alloc" --repeat 2 >"$log" 2>&1; then
-                pass2=$(sed -n 's/^mgpu: pass 2: \([0-9.]*\) s$/\1/p' "$log")
-                stats=$(grep '^mgpu: forward' "$log" | sed 's/^mgpu: //' | head -1)
-                flux="$flux
-| $dtype | $name | $pass2 | $stats |"
-            else
-                flux="$flux
-| $dtype | $name | FAILED (see $log) | |"
-                status=1
-            fi
-        done
-        rm -f "$model"
+echo "== FLUX.1 forward on cuda:0: against the CPU, and across placements"
+# A tiny synthetic FLUX.1-dev: the CPU (f32) output is the reference; every
+# GPU placement must give the same bits as the resident GPU run, and that
+# must be close to the CPU's (bf16 GEMM on the GPU: 2e-2 of the scale).
+work=${TMPDIR:-/tmp}/mgpu-gpu-check
+mkdir -p "$work"
+"$build/mgpu-synth" --arch flux-dev --scale tiny --format gguf --dtype Q8_0 --seed 5 -o "$work/tiny.gguf"
+"$build/mgpu-synth" --arch flux-dev --inputs 2x16x16x24 -o "$work/tiny-in.safetensors"
+tiny() { # NAME EXTRA...
+    name=$1
+    shift
+    "$build/mgpu" forward --model "$work/tiny.gguf" --inputs "$work/tiny-in.safetensors" \
+        -o "$work/tiny-$name.safetensors" --set num_heads=2 "$@" >"$out/tiny-$name.log" 2>&1
+}
+placements="fail"
+if tiny cpu --compute cpu --gemm f32 && tiny gpu --compute cuda:0 &&
+    tiny gpu-ram50 --compute cuda:0 --alloc 'cuda:0,50%;cpu,*' &&
+    tiny gpu-ram100 --compute cuda:0 --alloc 'cuda:0,0b;cpu,*' &&
+    tiny gpu-disk --compute cuda:0 --alloc 'cuda:0,40%;disk,*'; then
+    placements="pass"
+    for p in gpu-ram50 gpu-ram100 gpu-disk; do
+        "$build/tests/compare_out" "$work/tiny-$p.safetensors" "$work/tiny-gpu.safetensors" \
+            >>"$out/tiny-compare.log" 2>&1 || placements="FAIL ($p differs from resident)"
     done
-    rm -rf "$work"
+    "$build/tests/compare_out" "$work/tiny-gpu.safetensors" "$work/tiny-cpu.safetensors" 2e-2 \
+        >>"$out/tiny-compare.log" 2>&1 && vs_cpu=pass || vs_cpu="FAIL"
+    vs_cpu="$vs_cpu: $(tail -1 "$out/tiny-compare.log")"
+else
+    vs_cpu="not compared: a run failed (see $out/tiny-*.log)"
+    grep -h '^mgpu:' "$out"/tiny-*.log | head -5
 fi
-# <<< end of the section that depends on the executor integration
+[ "$placements" = pass ] || status=1
+case $vs_cpu in pass*) ;; *) status=1 ;; esac
+
+echo "== FLUX.1-dev step time on cuda:0"
+# Full-size synthetic weights at 1024x1024 (a 128x128 latent: 4096 image +
+# 512 text tokens), Q8_0 and BF16, resident / 50% / 100% streamed from RAM
+# (the mapped file: pageable memory, not pinned yet).
+flux=""
+for dtype in Q8_0 BF16; do
+    model=$work/flux1-dev-$dtype.gguf
+    inputs=$work/flux-inputs-1024.safetensors
+    "$build/mgpu-synth" --arch flux-dev --scale full --format gguf --dtype $dtype --sparse -o "$model"
+    "$build/mgpu-synth" --arch flux-dev --scale full --inputs 1x128x128x512 -o "$inputs"
+    for placement in "resident|" "ram-50|cuda:0,50%;cpu,*" "ram-100|cuda:0,0b;cpu,*"; do
+        name=${placement%%|*}
+        alloc=${placement#*|}
+        log=$out/flux-$dtype-$name.log
+        if timeout 100 "$build/mgpu" forward --model "$model" --inputs "$inputs" \
+                -o "$work/out.safetensors" --compute cuda:0 --alloc "$alloc" --repeat 2 \
+                >"$log" 2>&1; then
+            pass2=$(sed -n 's/^mgpu: pass 2: \([0-9.]*\) s$/\1/p' "$log")
+            stats=$(grep '^mgpu: forward' "$log" | sed 's/^mgpu: //' | head -1)
+            flux="$flux
+| $dtype | $name | $pass2 | $stats |"
+        else
+            flux="$flux
+| $dtype | $name | FAILED (see $log) | $(grep '^mgpu:' "$log" | tail -1) |"
+            status=1
+        fi
+    done
+    rm -f "$model"
+done
+rm -rf "$work"
 
 t_end=$(date +%s)
 echo
@@ -110,15 +132,14 @@ say "| build (Release) | $((t_built - t_start)) s |"
 say "| test_backend_cross (every op vs CPU) | $cross |"
 say "| ctest (whole suite) | $suite |"
 say "| bench_cuda | $bench |"
+say "| tiny FLUX on cuda:0, placements bit-identical | $placements |"
+say "| tiny FLUX on cuda:0 against the CPU | $vs_cpu |"
 say "| total time | $((t_end - t_start)) s |"
 say ""
 cat "$out/bench_cuda.md" | tee -a "$summary"
 say ""
 say "FLUX.1-dev (synthetic, full size), 1024x1024, seconds per step (pass 2):"
-case $flux in
-    not\ run*) say "$flux" ;;
-    *) say "| weights | placement | s/step | executor summary |"
-       say "| --- | --- | ---: | --- |"
-       say "$flux" ;;
-esac
+say "| weights | placement | s/step | executor summary |"
+say "| --- | --- | ---: | --- |"
+say "$flux"
 exit $status
