@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "models/clip.h"
+#include "models/loader.h"
 
 enum { MAX_LAYERS = 256 };
 static const int64_t HEAD_DIM = 64; /* ViT text towers: heads = hidden / 64 */
@@ -32,40 +33,7 @@ struct mgpu_clip {
 
 /* ---- loading ------------------------------------------------------------ */
 
-typedef struct loader {
-    const mgpu_model *model;
-    int component;
-    mgpu_error *err;
-} loader;
-
-static const mgpu_model_tensor *find(const loader *l, const char *name)
-{
-    return mgpu_model_find_in(l->model, (size_t)l->component, name);
-}
-
-static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,
-                        const mgpu_model_tensor **out)
-{
-    const mgpu_model_tensor *t = find(l, name);
-    if (!t)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "CLIP: missing tensor '%s'", name);
-    bool ok = t->info.ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++)
-        ok = t->info.shape[d] == (uint64_t)shape[d];
-    if (!ok) {
-        char want[96] = "[";
-        for (int d = 0; d < ndim; d++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
-                     (long long)shape[d]);
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "CLIP: tensor '%s' should have shape %s]",
-                              name, want);
-    }
-    if (!mgpu_dtype_get_info(t->info.dtype)->floating)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "CLIP: tensor '%s' holds %s, not numbers",
-                              name, mgpu_dtype_name(t->info.dtype));
-    *out = t;
-    return MGPU_OK;
-}
+typedef mgpu_loader loader;
 
 /* NAME.weight [out][in] (or [out] for a norm when in == 0) and NAME.bias [out]. */
 static mgpu_status need_wb(const loader *l, const char *name, int64_t out, int64_t in,
@@ -73,12 +41,12 @@ static mgpu_status need_wb(const loader *l, const char *name, int64_t out, int64
 {
     char buf[192];
     snprintf(buf, sizeof buf, "%s.weight", name);
-    mgpu_status s = in ? need(l, buf, 2, (const int64_t[]){out, in}, &w->weight)
-                       : need(l, buf, 1, (const int64_t[]){out}, &w->weight);
+    mgpu_status s = in ? mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight)
+                       : mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->weight);
     if (s != MGPU_OK)
         return s;
     snprintf(buf, sizeof buf, "%s.bias", name);
-    return need(l, buf, 1, (const int64_t[]){out}, &w->bias);
+    return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
 }
 
 static int block_index(const loader *l, const char *name)
@@ -121,7 +89,7 @@ static int count_layers(const loader *l)
     int n = 0;
     while (n < MAX_LAYERS) {
         snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.q_proj.weight", n);
-        if (!find(l, name))
+        if (!mgpu_loader_find(l, name))
             break;
         n++;
     }
@@ -135,10 +103,10 @@ mgpu_status mgpu_clip_load(const mgpu_model *model, int component, mgpu_clip **o
     if (component < 0 || (size_t)component >= mgpu_model_component_count(model))
         return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "CLIP: no component %d in the model",
                               component);
-    loader l = {model, component, err};
+    loader l = {model, component, "CLIP", err};
     const char *tok_name = "text_model.embeddings.token_embedding.weight";
     const char *pos_name = "text_model.embeddings.position_embedding.weight";
-    const mgpu_model_tensor *tok = find(&l, tok_name), *pos = find(&l, pos_name);
+    const mgpu_model_tensor *tok = mgpu_loader_find(&l, tok_name), *pos = mgpu_loader_find(&l, pos_name);
     const char *missing = !tok ? tok_name : !pos ? pos_name : NULL;
     if (missing)
         return mgpu_error_set(err, MGPU_ERR_FORMAT,
@@ -162,7 +130,7 @@ mgpu_status mgpu_clip_load(const mgpu_model *model, int component, mgpu_clip **o
         return mgpu_error_set(err, MGPU_ERR_FORMAT,
                               "CLIP: missing tensor "
                               "'text_model.encoder.layers.0.self_attn.q_proj.weight'");
-    const mgpu_model_tensor *fc1 = find(&l, "text_model.encoder.layers.0.mlp.fc1.weight");
+    const mgpu_model_tensor *fc1 = mgpu_loader_find(&l, "text_model.encoder.layers.0.mlp.fc1.weight");
     if (!fc1 || fc1->info.ndim != 2)
         return mgpu_error_set(err, MGPU_ERR_FORMAT,
                               "CLIP: missing tensor 'text_model.encoder.layers.0.mlp.fc1.weight'");
@@ -178,10 +146,10 @@ mgpu_status mgpu_clip_load(const mgpu_model *model, int component, mgpu_clip **o
     clip->cfg = c;
     clip->model = model;
     clip->layers = layers;
-    mgpu_status s = need(&l, tok_name, 2, (const int64_t[]){c.vocab, c.hidden},
+    mgpu_status s = mgpu_loader_need(&l, tok_name, 2, (const int64_t[]){c.vocab, c.hidden},
                          &clip->token_embedding);
     if (s == MGPU_OK)
-        s = need(&l, pos_name, 2, (const int64_t[]){c.positions, c.hidden},
+        s = mgpu_loader_need(&l, pos_name, 2, (const int64_t[]){c.positions, c.hidden},
                  &clip->position_embedding);
     for (int i = 0; i < c.layers && s == MGPU_OK; i++)
         s = load_layer(&l, &c, i, &layers[i]);

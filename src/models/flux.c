@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "models/flux.h"
+#include "models/loader.h"
 #include "ops/cpu_ops.h" /* the rope table, computed on the host */
 
 enum { MAX_BLOCKS = 256 };
@@ -43,40 +44,7 @@ struct mgpu_flux {
 
 /* ---- loading ------------------------------------------------------------ */
 
-typedef struct loader {
-    const mgpu_model *model;
-    int component;
-    mgpu_error *err;
-} loader;
-
-static const mgpu_model_tensor *find(const loader *l, const char *name)
-{
-    return mgpu_model_find_in(l->model, (size_t)l->component, name);
-}
-
-static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,
-                        const mgpu_model_tensor **out)
-{
-    const mgpu_model_tensor *t = find(l, name);
-    if (!t)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: missing tensor '%s'", name);
-    bool ok = t->info.ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++)
-        ok = t->info.shape[d] == (uint64_t)shape[d];
-    if (!ok) {
-        char want[96] = "[";
-        for (int d = 0; d < ndim; d++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
-                     (long long)shape[d]);
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: tensor '%s' should have shape %s]",
-                              name, want);
-    }
-    if (!mgpu_dtype_get_info(t->info.dtype)->floating)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "FLUX: tensor '%s' holds %s, not numbers",
-                              name, mgpu_dtype_name(t->info.dtype));
-    *out = t;
-    return MGPU_OK;
-}
+typedef mgpu_loader loader;
 
 /* A Linear: NAME.weight [out, in] and NAME.bias [out]. */
 static mgpu_status need_linear(const loader *l, const char *name, int64_t out, int64_t in,
@@ -84,11 +52,11 @@ static mgpu_status need_linear(const loader *l, const char *name, int64_t out, i
 {
     char buf[160];
     snprintf(buf, sizeof buf, "%s.weight", name);
-    mgpu_status s = need(l, buf, 2, (const int64_t[]){out, in}, &w->weight);
+    mgpu_status s = mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight);
     if (s != MGPU_OK)
         return s;
     snprintf(buf, sizeof buf, "%s.bias", name);
-    return need(l, buf, 1, (const int64_t[]){out}, &w->bias);
+    return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
 }
 
 static int count_blocks(const loader *l, const char *prefix)
@@ -148,10 +116,10 @@ static mgpu_status load_double(const loader *l, const mgpu_flux_config *c, int i
             s = need_linear(l, n, h, c->mlp_hidden, m2);
         snprintf(n, sizeof n, "%s.%s_attn.norm.query_norm.scale", p, sides[side]);
         if (s == MGPU_OK)
-            s = need(l, n, 1, (const int64_t[]){d}, qs);
+            s = mgpu_loader_need(l, n, 1, (const int64_t[]){d}, qs);
         snprintf(n, sizeof n, "%s.%s_attn.norm.key_norm.scale", p, sides[side]);
         if (s == MGPU_OK)
-            s = need(l, n, 1, (const int64_t[]){d}, ks);
+            s = mgpu_loader_need(l, n, 1, (const int64_t[]){d}, ks);
     }
     return s;
 }
@@ -172,10 +140,10 @@ static mgpu_status load_single(const loader *l, const mgpu_flux_config *c, int i
         s = need_linear(l, n, h, h + c->mlp_hidden, &b->linear2);
     snprintf(n, sizeof n, "%s.norm.query_norm.scale", p);
     if (s == MGPU_OK)
-        s = need(l, n, 1, (const int64_t[]){c->head_dim}, &b->q_scale);
+        s = mgpu_loader_need(l, n, 1, (const int64_t[]){c->head_dim}, &b->q_scale);
     snprintf(n, sizeof n, "%s.norm.key_norm.scale", p);
     if (s == MGPU_OK)
-        s = need(l, n, 1, (const int64_t[]){c->head_dim}, &b->k_scale);
+        s = mgpu_loader_need(l, n, 1, (const int64_t[]){c->head_dim}, &b->k_scale);
     return s;
 }
 
@@ -183,12 +151,12 @@ mgpu_status mgpu_flux_load(const mgpu_model *model, int component, const mgpu_fl
                            mgpu_flux **out, mgpu_error *err)
 {
     *out = NULL;
-    loader l = {model, component, err};
-    const mgpu_model_tensor *img_in = find(&l, "img_in.weight");
-    const mgpu_model_tensor *txt_in = find(&l, "txt_in.weight");
-    const mgpu_model_tensor *vec_in = find(&l, "vector_in.in_layer.weight");
-    const mgpu_model_tensor *mlp0 = find(&l, "double_blocks.0.img_mlp.0.weight");
-    const mgpu_model_tensor *final = find(&l, "final_layer.linear.weight");
+    loader l = {model, component, "FLUX", err};
+    const mgpu_model_tensor *img_in = mgpu_loader_find(&l, "img_in.weight");
+    const mgpu_model_tensor *txt_in = mgpu_loader_find(&l, "txt_in.weight");
+    const mgpu_model_tensor *vec_in = mgpu_loader_find(&l, "vector_in.in_layer.weight");
+    const mgpu_model_tensor *mlp0 = mgpu_loader_find(&l, "double_blocks.0.img_mlp.0.weight");
+    const mgpu_model_tensor *final = mgpu_loader_find(&l, "final_layer.linear.weight");
     const char *missing = !img_in   ? "img_in.weight"
                           : !txt_in ? "txt_in.weight"
                           : !vec_in ? "vector_in.in_layer.weight"
@@ -216,7 +184,7 @@ mgpu_status mgpu_flux_load(const mgpu_model *model, int component, const mgpu_fl
     const int published[3] = {16, 56, 56};
     for (int a = 0; a < 3; a++)
         c->axes_dim[a] = set && set->axes_dim[0] ? set->axes_dim[a] : published[a];
-    c->guidance = find(&l, "guidance_in.in_layer.weight") != NULL;
+    c->guidance = mgpu_loader_find(&l, "guidance_in.in_layer.weight") != NULL;
     c->depth_double = count_blocks(&l, "double_blocks");
     c->depth_single = count_blocks(&l, "single_blocks");
     mgpu_status s = MGPU_OK;

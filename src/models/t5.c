@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "models/t5.h"
+#include "models/loader.h"
 
 enum { MAX_LAYERS = 256 };
 static const float RMS_EPS = 1e-6f;
@@ -87,46 +88,13 @@ int mgpu_t5_relative_bucket(int64_t relative_position, int buckets, int max_dist
 
 /* ---- loading ------------------------------------------------------------ */
 
-typedef struct loader {
-    const mgpu_model *model;
-    int component;
-    mgpu_error *err;
-} loader;
-
-static const mgpu_model_tensor *find(const loader *l, const char *name)
-{
-    return mgpu_model_find_in(l->model, (size_t)l->component, name);
-}
-
-static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,
-                        const mgpu_model_tensor **out)
-{
-    const mgpu_model_tensor *t = find(l, name);
-    if (!t)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "T5: missing tensor '%s'", name);
-    bool ok = t->info.ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++)
-        ok = t->info.shape[d] == (uint64_t)shape[d];
-    if (!ok) {
-        char want[96] = "[";
-        for (int d = 0; d < ndim; d++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
-                     (long long)shape[d]);
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "T5: tensor '%s' should have shape %s]",
-                              name, want);
-    }
-    if (!mgpu_dtype_get_info(t->info.dtype)->floating)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "T5: tensor '%s' holds %s, not numbers",
-                              name, mgpu_dtype_name(t->info.dtype));
-    *out = t;
-    return MGPU_OK;
-}
+typedef mgpu_loader loader;
 
 static const mgpu_model_tensor *find_block(const loader *l, const naming *nm, slot s, int i)
 {
     char name[192];
     snprintf(name, sizeof name, nm->slots[s], i);
-    return find(l, name);
+    return mgpu_loader_find(l, name);
 }
 
 static int block_index(const loader *l, const naming *nm, int i)
@@ -157,7 +125,7 @@ static mgpu_status load_block(const loader *l, const naming *nm, const mgpu_t5_c
             continue;
         char name[192];
         snprintf(name, sizeof name, nm->slots[j], i);
-        s = need(l, name, shapes[j][1] ? 2 : 1, shapes[j], &b->w[j]);
+        s = mgpu_loader_need(l, name, shapes[j][1] ? 2 : 1, shapes[j], &b->w[j]);
     }
     return s;
 }
@@ -168,7 +136,7 @@ mgpu_status mgpu_t5_load(const mgpu_model *model, int component, mgpu_t5 **out, 
     if (component < 0 || (size_t)component >= mgpu_model_component_count(model))
         return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "T5: no component %d in the model",
                               component);
-    loader l = {model, component, err};
+    loader l = {model, component, "T5", err};
     mgpu_t5_config c = {0};
     const naming *nm = &HF_NAMES;
     if (!find_block(&l, nm, Q, 0)) {
@@ -183,7 +151,7 @@ mgpu_status mgpu_t5_load(const mgpu_model *model, int component, mgpu_t5 **out, 
                               "(or 'enc.blk.0.attn_q.weight'; is this a T5 encoder?)");
     const mgpu_model_tensor *embed = NULL;
     for (int i = 0; nm->embed[i] && !embed; i++)
-        embed = find(&l, nm->embed[i]);
+        embed = mgpu_loader_find(&l, nm->embed[i]);
     char name[192];
     const char *missing = !embed ? nm->embed[0] : NULL;
     if (!missing && !rel) {
@@ -226,11 +194,11 @@ mgpu_status mgpu_t5_load(const mgpu_model *model, int component, mgpu_t5 **out, 
     }
     t5->cfg = c;
     t5->blocks = blocks;
-    mgpu_status s = need(&l, embed->name, 2, (const int64_t[]){c.vocab, c.d_model}, &t5->embed);
+    mgpu_status s = mgpu_loader_need(&l, embed->name, 2, (const int64_t[]){c.vocab, c.d_model}, &t5->embed);
     for (int i = 0; i < c.layers && s == MGPU_OK; i++)
         s = load_block(&l, nm, &c, i, &blocks[i]);
     if (s == MGPU_OK)
-        s = need(&l, nm->final_norm, 1, (const int64_t[]){c.d_model}, &t5->final_norm);
+        s = mgpu_loader_need(&l, nm->final_norm, 1, (const int64_t[]){c.d_model}, &t5->final_norm);
     if (s != MGPU_OK) {
         mgpu_t5_free(t5);
         return s;

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "models/vae.h"
+#include "models/loader.h"
 
 enum { MAX_RES = 8, MAX_LATENT = 1 << 16 };
 static const float FLUX_SCALE = 0.3611f, FLUX_SHIFT = 0.1159f, NORM_EPS = 1e-6f;
@@ -65,40 +66,7 @@ struct mgpu_vae {
 
 /* ---- loading ------------------------------------------------------------ */
 
-typedef struct loader {
-    const mgpu_model *model;
-    int component;
-    mgpu_error *err;
-} loader;
-
-static const mgpu_model_tensor *find(const loader *l, const char *name)
-{
-    return mgpu_model_find_in(l->model, (size_t)l->component, name);
-}
-
-static mgpu_status need(const loader *l, const char *name, int ndim, const int64_t *shape,
-                        const mgpu_model_tensor **out)
-{
-    const mgpu_model_tensor *t = find(l, name);
-    if (!t)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "VAE: missing tensor '%s'", name);
-    bool ok = t->info.ndim == ndim;
-    for (int d = 0; ok && d < ndim; d++)
-        ok = t->info.shape[d] == (uint64_t)shape[d];
-    if (!ok) {
-        char want[96] = "[";
-        for (int d = 0; d < ndim; d++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
-                     (long long)shape[d]);
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "VAE: tensor '%s' should have shape %s]",
-                              name, want);
-    }
-    if (!mgpu_dtype_get_info(t->info.dtype)->floating)
-        return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "VAE: tensor '%s' holds %s, not numbers",
-                              name, mgpu_dtype_name(t->info.dtype));
-    *out = t;
-    return MGPU_OK;
-}
+typedef mgpu_loader loader;
 
 /* A Conv2d: NAME.weight [out, in, k, k] and NAME.bias [out]. */
 static mgpu_status need_conv(const loader *l, const char *name, int64_t out, int64_t in, int k,
@@ -107,9 +75,9 @@ static mgpu_status need_conv(const loader *l, const char *name, int64_t out, int
     char buf[160];
     *c = (conv_w){NULL, NULL, out, in, k};
     snprintf(buf, sizeof buf, "%s.weight", name);
-    mgpu_status s = need(l, buf, 4, (const int64_t[]){out, in, k, k}, &c->w);
+    mgpu_status s = mgpu_loader_need(l, buf, 4, (const int64_t[]){out, in, k, k}, &c->w);
     snprintf(buf, sizeof buf, "%s.bias", name);
-    return s == MGPU_OK ? need(l, buf, 1, (const int64_t[]){out}, &c->b) : s;
+    return s == MGPU_OK ? mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &c->b) : s;
 }
 
 /* A GroupNorm(32) over `c` channels: NAME.weight and NAME.bias [c]. */
@@ -121,9 +89,9 @@ static mgpu_status need_norm(const loader *l, const char *name, int64_t c, norm_
                               "VAE: '%s' normalises %lld channels, not a multiple of %lld groups",
                               name, (long long)c, (long long)NORM_GROUPS);
     snprintf(buf, sizeof buf, "%s.weight", name);
-    mgpu_status s = need(l, buf, 1, (const int64_t[]){c}, &n->w);
+    mgpu_status s = mgpu_loader_need(l, buf, 1, (const int64_t[]){c}, &n->w);
     snprintf(buf, sizeof buf, "%s.bias", name);
-    return s == MGPU_OK ? need(l, buf, 1, (const int64_t[]){c}, &n->b) : s;
+    return s == MGPU_OK ? mgpu_loader_need(l, buf, 1, (const int64_t[]){c}, &n->b) : s;
 }
 
 static mgpu_status need_resnet(const loader *l, const char *p, int64_t in, int64_t out, resnet *r)
@@ -276,7 +244,7 @@ static mgpu_status load_encoder(const loader *l, mgpu_vae_config *c, side *e)
 /* The first dimension of a tensor that must exist, for sizing. */
 static mgpu_status size_of(const loader *l, const char *name, int ndim, int dim, int64_t *out)
 {
-    const mgpu_model_tensor *t = find(l, name);
+    const mgpu_model_tensor *t = mgpu_loader_find(l, name);
     if (!t)
         return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "VAE: missing tensor '%s'", name);
     if (t->info.ndim != ndim)
@@ -289,15 +257,15 @@ static mgpu_status size_of(const loader *l, const char *name, int ndim, int dim,
 mgpu_status mgpu_vae_load(const mgpu_model *model, int component, mgpu_vae **out, mgpu_error *err)
 {
     *out = NULL;
-    loader l = {model, component, err};
+    loader l = {model, component, "VAE", err};
     if (component < 0 || (size_t)component >= mgpu_model_component_count(model))
         return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "VAE: no component %d in the model",
                               component);
-    if (!find(&l, "decoder.conv_in.weight"))
+    if (!mgpu_loader_find(&l, "decoder.conv_in.weight"))
         return mgpu_error_set(err, MGPU_ERR_FORMAT,
                               "VAE: missing tensor 'decoder.conv_in.weight' (is this an "
                               "autoencoder?)");
-    if (find(&l, "post_quant_conv.weight"))
+    if (mgpu_loader_find(&l, "post_quant_conv.weight"))
         return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
                               "VAE: 'post_quant_conv' marks a Stable Diffusion autoencoder; only "
                               "FLUX's is supported");
@@ -338,7 +306,7 @@ mgpu_status mgpu_vae_load(const mgpu_model *model, int component, mgpu_vae **out
     }
     if (s == MGPU_OK)
         s = load_decoder(&l, c, &v->dec);
-    c->has_encoder = find(&l, "encoder.conv_in.weight") != NULL;
+    c->has_encoder = mgpu_loader_find(&l, "encoder.conv_in.weight") != NULL;
     if (s == MGPU_OK && c->has_encoder)
         s = load_encoder(&l, c, &v->enc);
     if (s != MGPU_OK) {
