@@ -40,12 +40,12 @@ static mgpu_status need_wb(const loader *l, const char *name, int64_t out, int64
                            linear_w *w)
 {
     char buf[192];
-    snprintf(buf, sizeof buf, "%s.weight", name);
+    snprintf(buf, sizeof buf, "%.150s.weight", name);
     mgpu_status s = in ? mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight)
                        : mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->weight);
     if (s != MGPU_OK)
         return s;
-    snprintf(buf, sizeof buf, "%s.bias", name);
+    snprintf(buf, sizeof buf, "%.150s.bias", name);
     return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
 }
 

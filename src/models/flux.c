@@ -51,11 +51,11 @@ static mgpu_status need_linear(const loader *l, const char *name, int64_t out, i
                                linear_w *w)
 {
     char buf[160];
-    snprintf(buf, sizeof buf, "%s.weight", name);
+    snprintf(buf, sizeof buf, "%.150s.weight", name);
     mgpu_status s = mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight);
     if (s != MGPU_OK)
         return s;
-    snprintf(buf, sizeof buf, "%s.bias", name);
+    snprintf(buf, sizeof buf, "%.150s.bias", name);
     return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
 }
 

@@ -74,9 +74,9 @@ static mgpu_status need_conv(const loader *l, const char *name, int64_t out, int
 {
     char buf[160];
     *c = (conv_w){NULL, NULL, out, in, k};
-    snprintf(buf, sizeof buf, "%s.weight", name);
+    snprintf(buf, sizeof buf, "%.150s.weight", name);
     mgpu_status s = mgpu_loader_need(l, buf, 4, (const int64_t[]){out, in, k, k}, &c->w);
-    snprintf(buf, sizeof buf, "%s.bias", name);
+    snprintf(buf, sizeof buf, "%.150s.bias", name);
     return s == MGPU_OK ? mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &c->b) : s;
 }
 
@@ -88,9 +88,9 @@ static mgpu_status need_norm(const loader *l, const char *name, int64_t c, norm_
         return mgpu_error_set(l->err, MGPU_ERR_FORMAT,
                               "VAE: '%s' normalises %lld channels, not a multiple of %lld groups",
                               name, (long long)c, (long long)NORM_GROUPS);
-    snprintf(buf, sizeof buf, "%s.weight", name);
+    snprintf(buf, sizeof buf, "%.150s.weight", name);
     mgpu_status s = mgpu_loader_need(l, buf, 1, (const int64_t[]){c}, &n->w);
-    snprintf(buf, sizeof buf, "%s.bias", name);
+    snprintf(buf, sizeof buf, "%.150s.bias", name);
     return s == MGPU_OK ? mgpu_loader_need(l, buf, 1, (const int64_t[]){c}, &n->b) : s;
 }
 
