@@ -1,0 +1,2 @@
+# LoRA files: opening, resolving onto FLUX.1 / CLIP-L / T5 weights, deltas.
+mgpu_test(test_lora lora/test_lora.c LIBS mgpu_synthlib)
