@@ -38,6 +38,10 @@ void cli_format_bandwidth(double bytes_per_s, char *buf, size_t size);
 int cli_flux_setting(const char *kv, mgpu_flux_settings *set);
 /* --gemm auto|f32|bf16 */
 int cli_parse_gemm(const char *v, mgpu_gemm_precision *out);
+/* --lora FILE[:STRENGTH] (strength 1 when absent; the last ':' followed by
+ * a number separates it). */
+enum { CLI_MAX_LORAS = 8 };
+int cli_parse_lora(const char *arg, char *path, size_t size, float *strength);
 /* The DisTorch-style allocation tables of a plan, on stdout. */
 void cli_print_plan_tables(const mgpu_plan *plan);
 

@@ -5,6 +5,7 @@
  * guidance; `tokens` for CLIP and T5; `z` (decode) or `x` (encode) for the
  * VAE. */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "cli/cli.h"
 #include "core/units.h"
 #include "exec/executor.h"
+#include "lora/lora_apply.h"
 #include "models/clip.h"
 #include "models/flux.h"
 #include "models/t5.h"
@@ -460,6 +462,27 @@ static int run_vae(fwd *f, int64_t tile)
     return rc;
 }
 
+int cli_parse_lora(const char *arg, char *path, size_t size, float *strength)
+{
+    const char *colon = strrchr(arg, ':');
+    char *end = NULL;
+    double v = colon ? strtod(colon + 1, &end) : 1.0;
+    bool has_strength = colon && colon[1] && end && !*end;
+    if (has_strength && !(isfinite(v) && v >= -100.0 && v <= 100.0)) {
+        cli_error("--lora %s: the strength must be a number from -100 to 100", arg);
+        return CLI_EXIT_USAGE;
+    }
+    size_t n = has_strength ? (size_t)(colon - arg) : strlen(arg);
+    if (n == 0 || n >= size) {
+        cli_error("--lora takes FILE or FILE:STRENGTH, not '%s'", arg);
+        return CLI_EXIT_USAGE;
+    }
+    memcpy(path, arg, n);
+    path[n] = '\0';
+    *strength = has_strength ? (float)v : 1.0f;
+    return CLI_EXIT_OK;
+}
+
 int cli_parse_gemm(const char *v, mgpu_gemm_precision *out)
 {
     if (strcmp(v, "auto") == 0)
@@ -533,6 +556,9 @@ int cli_forward(int argc, char **argv)
     long tile = 0;
     mgpu_gemm_precision gemm = MGPU_GEMM_AUTO;
     mgpu_flux_settings set = {0};
+    static char lora_path[CLI_MAX_LORAS][4096];
+    float lora_strength[CLI_MAX_LORAS];
+    size_t n_lora = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -540,7 +566,7 @@ int cli_forward(int argc, char **argv)
                   "                    [--component flux|clip|t5|vae] [--alloc STRING]\n"
                   "                    [--compute DEV] [--devices SPEC] [--staging SIZE]\n"
                   "                    [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
-                  "                    [--vae-tile N] [--set KEY=VALUE]...\n"
+                  "                    [--vae-tile N] [--lora FILE[:STRENGTH]]... [--set KEY=VALUE]...\n"
                   "  FLUX.1: IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
                   "    for dev, guidance [B]; OUT gets out [B,16,H,W].\n"
                   "  CLIP-L: tokens [B,N] -> out [B,N,D] (last hidden state), pooled [B,D]\n"
@@ -572,6 +598,15 @@ int cli_forward(int argc, char **argv)
             spec = v;
         } else if (strcmp(a, "--compute") == 0) {
             compute = v;
+        } else if (strcmp(a, "--lora") == 0) {
+            if (n_lora == CLI_MAX_LORAS) {
+                cli_error("forward: at most %d LoRAs", CLI_MAX_LORAS);
+                return CLI_EXIT_USAGE;
+            }
+            if (cli_parse_lora(v, lora_path[n_lora], sizeof lora_path[0],
+                               &lora_strength[n_lora]) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
+            n_lora++;
         } else if (strcmp(a, "--component") == 0) {
             want = v;
             if (strcmp(v, "flux") && strcmp(v, "clip") && strcmp(v, "t5") && strcmp(v, "vae")) {
@@ -672,10 +707,27 @@ int cli_forward(int argc, char **argv)
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
+    mgpu_lora *loras[CLI_MAX_LORAS] = {0};
+    mgpu_lora_resolved *resolved[CLI_MAX_LORAS] = {0};
+    mgpu_lora_set *lora_set = NULL;
+    mgpu_lora_part part = {model, component};
+    for (size_t i = 0; rc == CLI_EXIT_OK && i < n_lora; i++)
+        if (mgpu_lora_open(lora_path[i], &loras[i], &err) != MGPU_OK ||
+            mgpu_lora_resolve(loras[i], &part, 1, &resolved[i], &err) != MGPU_OK) {
+            cli_error("%s", err.message);
+            rc = CLI_EXIT_FAILURE;
+        }
+    if (rc == CLI_EXIT_OK && n_lora &&
+        mgpu_lora_set_create(f.be, model, (const mgpu_lora_resolved *const *)resolved,
+                             lora_strength, n_lora, 0, &lora_set, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
+        rc = CLI_EXIT_FAILURE;
+    }
     if (rc == CLI_EXIT_OK) {
         f.model = model;
         f.component = component;
         f.src = mgpu_executor_source(ex);
+        f.src.lora = lora_set;
         if (strcmp(kind, "flux") == 0)
             rc = run_flux(&f, &set);
         else if (strcmp(kind, "vae") == 0)
@@ -694,6 +746,11 @@ int cli_forward(int argc, char **argv)
     }
     for (int i = 0; i < f.n_out; i++)
         free(f.out[i].data);
+    mgpu_lora_set_free(lora_set);
+    for (size_t i = 0; i < n_lora; i++) {
+        mgpu_lora_resolved_free(resolved[i]);
+        mgpu_lora_free(loras[i]);
+    }
     mgpu_executor_free(ex);
     mgpu_backend_free(f.be);
     mgpu_safetensors_close(f.inputs);

@@ -34,7 +34,8 @@ static void usage(FILE *f)
           "    --devices SPEC         simulated devices (or $MGPU_DEVICES)\n"
           "  engine:\n"
           "    --threads N  --gemm auto|f32|bf16  --staging SIZE  --vae-tile N (latent pixels)\n"
-          "    --set KEY=VALUE        FLUX settings not stored in the weights (num_heads, ...)\n",
+          "    --set KEY=VALUE        FLUX settings not stored in the weights (num_heads, ...)\n"
+          "    --lora FILE[:STRENGTH] a LoRA for FLUX.1, CLIP-L and/or T5 (repeatable)\n",
           f);
 }
 
@@ -104,6 +105,8 @@ static void print_summary(const mgpu_t2i_result *res)
                 (double)st->held_peak_bytes / 1048576.0, (double)st->predicted_bytes / 1048576.0);
     }
     fprintf(stderr, "mgpu: total %.2f s", res->total_seconds);
+    if (res->lora_adapters)
+        fprintf(stderr, "; %zu LoRA adapters applied", res->lora_adapters);
     if (res->clip_dropped > 0)
         fprintf(stderr, "; CLIP kept the first 75 tokens, %" PRId64 " cut", res->clip_dropped);
     fprintf(stderr, "\n");
@@ -146,6 +149,9 @@ int cli_generate(int argc, char **argv)
                           .gemm = MGPU_GEMM_AUTO};
     const char *out_path = NULL, *spec = NULL;
     long steps = 0;
+    static char lora_path[CLI_MAX_LORAS][4096];
+    static const char *lora_paths[CLI_MAX_LORAS];
+    static float lora_strength[CLI_MAX_LORAS];
     static const char *const prefixes[MGPU_T2I_STAGES] = {"clip-", "t5-", "", "vae-"};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -229,9 +235,18 @@ int cli_generate(int argc, char **argv)
                 cli_error("generate: --staging takes a size like 512mb, not '%s'", v);
                 return CLI_EXIT_USAGE;
             }
-        } else if (strcmp(a, "--set") == 0)
+        } else if (strcmp(a, "--set") == 0) {
             rc = cli_flux_setting(v, &q.flux);
-        else {
+        } else if (strcmp(a, "--lora") == 0) {
+            if (q.n_lora == CLI_MAX_LORAS) {
+                cli_error("generate: at most %d LoRAs", CLI_MAX_LORAS);
+                return CLI_EXIT_USAGE;
+            }
+            rc = cli_parse_lora(v, lora_path[q.n_lora], sizeof lora_path[0],
+                                &lora_strength[q.n_lora]);
+            lora_paths[q.n_lora] = lora_path[q.n_lora];
+            q.n_lora++;
+        } else {
             cli_error("generate: unknown option '%s' (try mgpu generate --help)", a);
             return CLI_EXIT_USAGE;
         }
@@ -243,6 +258,8 @@ int cli_generate(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     q.steps = (int)steps;
+    q.lora_paths = lora_paths;
+    q.lora_strengths = lora_strength;
     mgpu_device_list *devices = malloc(sizeof *devices);
     if (!devices) {
         cli_error("out of memory");

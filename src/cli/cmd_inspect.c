@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "lora/lora.h"
 #include "mgpu/model.h"
 #include "mgpu/safetensors.h"
 
@@ -299,6 +300,36 @@ static int dump_tensor(const char *path, const mgpu_model *m, const inspect_opti
     return CLI_EXIT_OK;
 }
 
+/* A LoRA file: what it targets, as `mgpu inspect` shows it (the summary
+ * of the file, then one line per module as written). */
+static int print_lora(const char *path)
+{
+    mgpu_lora *l;
+    mgpu_error err = {0};
+    if (mgpu_lora_open(path, &l, &err) != MGPU_OK) {
+        cli_error("%s", err.message);
+        return CLI_EXIT_FAILURE;
+    }
+    mgpu_lora_summary s;
+    mgpu_lora_summarize(l, &s);
+    printf("  lora        %s format, %zu modules (diffusion %zu, clip %zu, t5 %zu)\n",
+           mgpu_lora_format_name(s.format), s.modules, s.by_kind[MGPU_LORA_KIND_DIFFUSION],
+           s.by_kind[MGPU_LORA_KIND_CLIP], s.by_kind[MGPU_LORA_KIND_T5]);
+    printf("    rank      %lld..%lld, alpha %g..%g (%zu modules give one), factors %s\n",
+           (long long)s.rank_min, (long long)s.rank_max, (double)s.alpha_min,
+           (double)s.alpha_max, s.with_alpha,
+           s.dtype == MGPU_DTYPE_INVALID ? "mixed dtypes" : mgpu_dtype_name(s.dtype));
+    if (s.ignored)
+        printf("    ignored   %zu tensors that are not LoRA factors\n", s.ignored);
+    for (size_t i = 0; i < mgpu_lora_module_count(l); i++) {
+        const mgpu_lora_module *m = mgpu_lora_module_at(l, i);
+        printf("    %-9s %s  [%lld -> %lld, rank %lld]\n", mgpu_lora_kind_name(m->kind), m->name,
+               (long long)m->in, (long long)m->out, (long long)m->rank);
+    }
+    mgpu_lora_free(l);
+    return CLI_EXIT_OK;
+}
+
 static void inspect_usage(void)
 {
     fputs("usage: mgpu inspect FILE... [--tensors] [--json] [--dump NAME -o OUT]\n"
@@ -372,6 +403,14 @@ int cli_inspect(int argc, char **argv)
             json_array_append_new(all, model_json(paths[i], m));
         else
             print_summary(paths[i], m, &o);
+        /* a file of LoRA factors: also what it targets */
+        const mgpu_model_component *c0 =
+            mgpu_model_component_count(m) ? mgpu_model_component_at(m, 0) : NULL;
+        if (!o.dump_name && !o.json && c0 && c0->arch == MGPU_ARCH_UNKNOWN &&
+            mgpu_model_tensor_count(m) > 0 &&
+            mgpu_lora_is_lora_name(mgpu_model_tensor_at(m, 0)->info.name) &&
+            print_lora(paths[i]) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAILURE;
         mgpu_model_close(m);
     }
     if (all) {

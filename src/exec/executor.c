@@ -633,7 +633,7 @@ void mgpu_executor_free(mgpu_executor *ex)
 
 mgpu_tensor_source mgpu_executor_source(mgpu_executor *ex)
 {
-    mgpu_tensor_source s = {ex, enter_block, leave_block, tensor_data};
+    mgpu_tensor_source s = {ex, enter_block, leave_block, tensor_data, NULL};
     return s;
 }
 

@@ -28,6 +28,6 @@ static const void *data(void *context, const mgpu_model_tensor *t, mgpu_error *e
 
 mgpu_tensor_source mgpu_resident_source(void)
 {
-    mgpu_tensor_source s = {NULL, enter, leave, data};
+    mgpu_tensor_source s = {NULL, enter, leave, data, NULL};
     return s;
 }

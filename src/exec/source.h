@@ -18,6 +18,9 @@ typedef struct mgpu_tensor_source {
      * any block at any time, and for a block's tensor between enter and
      * leave. NULL with an error when it cannot be had. */
     const void *(*data)(void *context, const mgpu_model_tensor *tensor, mgpu_error *err);
+    /* LoRA adapters to apply at each use of a weight (lora/lora_apply.h);
+     * NULL: none. */
+    struct mgpu_lora_set *lora;
 } mgpu_tensor_source;
 
 /* Everything read in place from the model's own mapping. */

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "models/clip.h"
+#include "lora/lora_apply.h"
 #include "models/loader.h"
 
 enum { MAX_LAYERS = 256 };
@@ -216,8 +217,10 @@ static void linear(run *r, const linear_w *w, const float *x, int64_t rows, int6
                    int64_t out, float *y)
 {
     mgpu_wref wt = wref(r, w->weight), b = wref(r, w->bias);
-    if (r->status == MGPU_OK)
+    if (r->status == MGPU_OK) {
         r->be->ops->linear(r->be, x, rows, in, wt, out, b, y);
+        mgpu_lora_apply(r->src->lora, w->weight, x, rows, in, y, out);
+    }
 }
 
 static void layernorm(run *r, const linear_w *w, const float *x, float *y, int64_t rows,

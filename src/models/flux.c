@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "models/flux.h"
+#include "lora/lora_apply.h"
 #include "models/loader.h"
 #include "ops/cpu_ops.h" /* the rope table, computed on the host */
 
@@ -288,6 +289,7 @@ static void linear(run *r, const linear_w *w, const float *x, int64_t rows, floa
         return;
     int64_t out = (int64_t)w->weight->info.shape[0], in = (int64_t)w->weight->info.shape[1];
     r->be->ops->linear(r->be, x, rows, in, wd, out, bd, y);
+    mgpu_lora_apply(r->src->lora, w->weight, x, rows, in, y, out);
 }
 
 /* Sinusoidal embedding of t * 1000 (FLUX's time factor): cos half, then sin

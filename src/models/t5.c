@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "models/t5.h"
+#include "lora/lora_apply.h"
 #include "models/loader.h"
 
 enum { MAX_LAYERS = 256 };
@@ -253,8 +254,10 @@ static void linear(run *r, const mgpu_model_tensor *w, const float *x, int64_t r
                    int64_t out, float *y)
 {
     mgpu_wref wt = wref(r, w);
-    if (r->status == MGPU_OK)
+    if (r->status == MGPU_OK) {
         r->be->ops->linear(r->be, x, rows, in, wt, out, (mgpu_wref){NULL, MGPU_DTYPE_F32}, y);
+        mgpu_lora_apply(r->src->lora, w, x, rows, in, y, out);
+    }
 }
 
 static void rmsnorm(run *r, const mgpu_model_tensor *w, const float *x, float *y, int64_t rows,

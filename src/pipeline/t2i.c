@@ -17,6 +17,7 @@
 #include "sample/flow.h"
 #include "sample/noise.h"
 #include "image/image.h"
+#include "lora/lora_apply.h"
 #include "text/tokenizer.h"
 #include "mgpu/gguf.h"
 
@@ -65,6 +66,8 @@ typedef struct run {
     int32_t *t5_ids;
     int64_t t5_len;
     int steps;
+    mgpu_lora **loras;
+    mgpu_lora_resolved **resolved;
 } run;
 
 static double now(void)
@@ -200,6 +203,31 @@ static mgpu_status load_models(run *r)
                               "model (%lld packed channels)",
                               (long long)v->z_channels, (long long)v->downscale,
                               (long long)f->in_channels);
+    return MGPU_OK;
+}
+
+/* The order of parts LoRAs are resolved against. */
+static const mgpu_t2i_stage LORA_PARTS[3] = {MGPU_T2I_CLIP, MGPU_T2I_T5, MGPU_T2I_DIFFUSION};
+
+static mgpu_status open_loras(run *r)
+{
+    const mgpu_t2i_request *q = r->req;
+    if (!q->n_lora)
+        return MGPU_OK;
+    r->loras = calloc(q->n_lora, sizeof *r->loras);
+    r->resolved = calloc(q->n_lora, sizeof *r->resolved);
+    if (!r->loras || !r->resolved)
+        return mgpu_error_set(r->err, MGPU_ERR_NO_MEMORY, "out of memory");
+    mgpu_lora_part parts[3];
+    for (int p = 0; p < 3; p++)
+        parts[p] = (mgpu_lora_part){r->slot[LORA_PARTS[p]].model, r->slot[LORA_PARTS[p]].component};
+    for (size_t i = 0; i < q->n_lora; i++) {
+        mgpu_status rc = mgpu_lora_open(q->lora_paths[i], &r->loras[i], r->err);
+        if (rc == MGPU_OK)
+            rc = mgpu_lora_resolve(r->loras[i], parts, 3, &r->resolved[i], r->err);
+        if (rc != MGPU_OK)
+            return rc;
+    }
     return MGPU_OK;
 }
 
@@ -342,6 +370,7 @@ static mgpu_status backend_for(run *r, const mgpu_plan *plan, mgpu_backend **out
 typedef struct stage_run {
     mgpu_t2i_stage stage;
     mgpu_executor *ex;
+    mgpu_lora_set *lora;
     mgpu_backend *be;
     mgpu_tensor_source src;
     double t0;
@@ -358,12 +387,25 @@ static mgpu_status stage_begin(run *r, mgpu_t2i_stage s, stage_run *sr)
     if (rc != MGPU_OK)
         return rc;
     sr->src = mgpu_executor_source(sr->ex);
+    for (size_t p = 0; p < 3 && r->req->n_lora; p++)
+        if (LORA_PARTS[p] == s) {
+            rc = mgpu_lora_set_create(sr->be, r->slot[s].model,
+                                      (const mgpu_lora_resolved *const *)r->resolved,
+                                      r->req->lora_strengths, r->req->n_lora, p, &sr->lora, r->err);
+            if (rc != MGPU_OK)
+                return rc;
+            sr->src.lora = sr->lora;
+            r->res->lora_adapters += mgpu_lora_set_adapter_count(sr->lora);
+        }
     emit(r, (mgpu_t2i_event){.kind = MGPU_T2I_STAGE_START, .stage = s, .plan = plan});
     return MGPU_OK;
 }
 
 static void stage_end(run *r, stage_run *sr, bool ok)
 {
+    mgpu_lora_set_free(sr->lora);
+    sr->lora = NULL;
+    sr->src.lora = NULL;
     if (!sr->ex)
         return;
     mgpu_t2i_stage_stats *st = &r->res->stage[sr->stage];
@@ -482,6 +524,8 @@ mgpu_status mgpu_t2i_run(const mgpu_t2i_request *q, mgpu_t2i_result *out, mgpu_e
     if (rc == MGPU_OK) /* BFL's defaults: 50 for dev is the reference, 20 is what users run */
         r.steps = q->steps ? q->steps : mgpu_flux_get_config(r.flux)->guidance ? 20 : 4;
     if (rc == MGPU_OK)
+        rc = open_loras(&r);
+    if (rc == MGPU_OK)
         rc = tokenize(&r);
     if (rc == MGPU_OK)
         rc = make_plans(&r);
@@ -506,6 +550,12 @@ mgpu_status mgpu_t2i_run(const mgpu_t2i_request *q, mgpu_t2i_result *out, mgpu_e
     }
     free(images);
     free(r.t5_ids);
+    for (size_t i = 0; i < q->n_lora && r.loras; i++) {
+        mgpu_lora_resolved_free(r.resolved[i]);
+        mgpu_lora_free(r.loras[i]);
+    }
+    free(r.loras);
+    free(r.resolved);
     mgpu_tokenizer_free(r.clip_tok);
     mgpu_tokenizer_free(r.t5_tok);
     mgpu_clip_free(r.clip);

@@ -78,6 +78,11 @@ typedef struct mgpu_t2i_request {
     int threads;            /* CPU backend threads; 0: one per processor */
     uint64_t staging_bytes; /* per stage; 0: the executor's default */
     mgpu_vae_tiling tiling; /* tile 0: decode whole */
+    /* LoRAs (FLUX.1, CLIP-L and T5 modules; docs/lora.md), each with its
+     * strength, applied at use time on the compute devices. */
+    const char *const *lora_paths;
+    const float *lora_strengths;
+    size_t n_lora;
     void (*progress)(void *context, const mgpu_t2i_event *event);
     void *progress_context;
 } mgpu_t2i_request;
@@ -88,6 +93,7 @@ typedef struct mgpu_t2i_result {
     int batch, steps;
     const char *arch; /* "flux-dev" or "flux-schnell" */
     int64_t clip_dropped, t5_tokens, t5_dropped;
+    size_t lora_adapters; /* adapters applied, over all stages */
     mgpu_t2i_stage_stats stage[MGPU_T2I_STAGES];
     double total_seconds;
 } mgpu_t2i_result;

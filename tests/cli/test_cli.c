@@ -21,6 +21,7 @@
 #include "models/vae.h"
 #include "mgpu/model.h"
 #include "mgpu/safetensors.h"
+#include "synth_lora.h"
 #include "synth_tokenizer.h"
 #include "synth_write.h"
 #include "test_util.h"
@@ -711,8 +712,47 @@ static void test_generate(void **state)
         steps_found |= memcmp(bytes + i, "Steps: 4", 8) == 0;
     }
     assert_true(prompt_found && steps_found);
-    free(bytes);
     remove(png);
+
+    /* with a LoRA on the transformer (diffusers names, q/k/v split): it is
+     * applied, the image changes; inspect lists what the file targets */
+    char lora[1024], png2[1024];
+    snprintf(lora, sizeof lora, "%s", test_path("gen-lora.safetensors"));
+    snprintf(png2, sizeof png2, "%s", test_path("gen-lora.png"));
+    synth_lora_list ll = {0};
+    assert_true(synth_lora_modules("flux-schnell", SYNTH_LORA_DIFFUSERS, 4, 4.0f, 1, &ll));
+    assert_int_equal(synth_lora_write(lora, &ll, SYNTH_LORA_DIFFUSERS, MGPU_DTYPE_BF16, 5, &err),
+                     MGPU_OK);
+    synth_lora_list_free(&ll);
+    snprintf(args, sizeof args, "inspect '%s'", lora);
+    r = run(args);
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "lora        diffusers format"));
+    assert_non_null(strstr(r.out, "transformer.transformer_blocks.0.attn.to_q"));
+    run_free(&r);
+    snprintf(args, sizeof args,
+             "%s --prompt 'a lighthouse at dusk' --width 48 --height 32 --lora '%s:0.7' -o '%s'",
+             common, lora, png2);
+    r = run(args);
+    if (r.code != 0)
+        fail_msg("exit %d: %s", r.code, r.err);
+    assert_non_null(strstr(r.err, "LoRA adapters applied"));
+    run_free(&r);
+    char *with_lora = NULL;
+    uint64_t size2 = 0;
+    assert_int_equal(mgpu_file_read_all(png2, 1 << 24, &with_lora, &size2, &err), MGPU_OK);
+    assert_true(size2 != size || memcmp(with_lora, bytes, size) != 0);
+    free(with_lora);
+    remove(png2);
+    /* a file that is no LoRA */
+    snprintf(args, sizeof args, "%s --prompt x --width 32 --height 32 --lora '%s' -o '%s'", common,
+             vae, png2);
+    r = run(args);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(line_count(r.err), 1);
+    assert_false(test_file_exists(png2));
+    run_free(&r);
+    remove(lora);
 
     /* bad requests: one line, exit 1 or 2, no image */
     const struct {
@@ -743,6 +783,7 @@ static void test_generate(void **state)
     assert_non_null(strstr(r.err, "not a CLIP-L text encoder"));
     assert_false(test_file_exists(png));
     run_free(&r);
+    free(bytes);
     remove(flux), remove(clip), remove(t5), remove(vae), remove(ctok), remove(ttok);
 }
 

@@ -460,5 +460,5 @@ mgpu_tensor_source checking_source_make(checking_source *cs, const mgpu_model *m
     memset(cs, 0, sizeof *cs);
     cs->model = model;
     cs->entered = -1;
-    return (mgpu_tensor_source){cs, check_enter, check_leave, check_data};
+    return (mgpu_tensor_source){cs, check_enter, check_leave, check_data, NULL};
 }

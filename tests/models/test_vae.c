@@ -410,7 +410,7 @@ static mgpu_tensor_source watch_source(watch *wt)
 {
     wt->inner = mgpu_resident_source();
     wt->entered = -1;
-    return (mgpu_tensor_source){wt, watch_enter, watch_leave, watch_data};
+    return (mgpu_tensor_source){wt, watch_enter, watch_leave, watch_data, NULL};
 }
 
 /* Every block tensor is read between enter and leave of its block; the

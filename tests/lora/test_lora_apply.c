@@ -1,0 +1,252 @@
+/* LoRA applied at use time (lora/lora_apply.c) in the FLUX.1 forward: the
+ * output equals the output of the same model with every targeted weight
+ * merged as W + strength * (alpha/rank) * (B @ A) in double (diffusers
+ * format, q/k/v adapters on fused weights included); strength 0 is the
+ * model without it, bit for bit; a strength change takes effect without
+ * reloading anything; and streaming the weights does not change a bit. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "exec/executor.h"
+#include "lora/lora_apply.h"
+#include "models/flux.h"
+#include "mgpu/safetensors.h"
+#include "synth_lora.h"
+#include "synth_write.h"
+#include "test_models.h"
+#include "test_util.h"
+
+static char model_path[1024], merged_path[1024], lora_path[1024], inputs_path[1024];
+static const float STRENGTH = 0.8f;
+
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        diff = d > diff ? d : diff;
+        scale = fabs((double)b[i]) > scale ? fabs((double)b[i]) : scale;
+    }
+    return diff / scale;
+}
+
+typedef struct fixture {
+    mgpu_model *model;
+    mgpu_flux *flux;
+    mgpu_safetensors *inputs;
+    mgpu_flux_inputs in;
+    size_t n;
+} fixture;
+
+static const float *input(mgpu_safetensors *st, const char *name)
+{
+    const mgpu_tensor_info *t = mgpu_safetensors_find(st, name);
+    return t ? t->data : NULL;
+}
+
+static void open_fixture(fixture *f, const char *path)
+{
+    mgpu_error err = {0};
+    mgpu_flux_settings set = {.heads = 2};
+    f->model = open_ok(path);
+    if (mgpu_flux_load(f->model, 0, &set, &f->flux, &err) != MGPU_OK ||
+        mgpu_safetensors_open(inputs_path, &f->inputs, &err) != MGPU_OK)
+        fail_msg("%s", err.message);
+    f->in = (mgpu_flux_inputs){1, 6, 8, 5, input(f->inputs, "x"), input(f->inputs, "timestep"),
+                               input(f->inputs, "context"), input(f->inputs, "y"),
+                               input(f->inputs, "guidance")};
+    f->n = 16 * 6 * 8;
+}
+
+static void close_fixture(fixture *f)
+{
+    mgpu_safetensors_close(f->inputs);
+    mgpu_flux_free(f->flux);
+    mgpu_model_close(f->model);
+}
+
+static float *forward(fixture *f, mgpu_backend *be, mgpu_tensor_source *src)
+{
+    float *out = malloc(f->n * sizeof(float));
+    mgpu_error err = {0};
+    if (mgpu_flux_forward(f->flux, src, &f->in, out, be, &err) != MGPU_OK)
+        fail_msg("forward: %s", err.message);
+    return out;
+}
+
+/* The model with every target merged in, in double, written as F32. */
+static void write_merged(const mgpu_model *m, const mgpu_lora_resolved *r)
+{
+    mgpu_error err = {0};
+    mgpu_safetensors_writer *w;
+    size_t nt = mgpu_model_tensor_count(m);
+    assert_int_equal(mgpu_safetensors_writer_create(merged_path, &w, &err), MGPU_OK);
+    for (size_t i = 0; i < nt; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        assert_int_equal(mgpu_safetensors_writer_add_tensor(w, t->name, MGPU_DTYPE_F32,
+                                                            t->info.ndim, t->info.shape, &err),
+                         MGPU_OK);
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        uint64_t n = t->info.n_elems;
+        double *acc = calloc(n, sizeof *acc);
+        float *v = malloc(n * sizeof *v);
+        assert_int_equal(mgpu_dequantize(t->info.dtype, t->info.data, v, n), MGPU_OK);
+        for (uint64_t k = 0; k < n; k++)
+            acc[k] = v[k];
+        for (size_t k = 0; k < mgpu_lora_target_count(r); k++) {
+            const mgpu_lora_target *tg = mgpu_lora_target_at(r, k);
+            if (tg->tensor != t)
+                continue;
+            /* strength * (alpha/rank) * B A, in double from the f32 factors */
+            float *a = malloc((size_t)(tg->rank * tg->cols) * sizeof(float));
+            float *b = malloc((size_t)(tg->rows * tg->rank) * sizeof(float));
+            assert_int_equal(mgpu_lora_target_factors(tg, a, b, &err), MGPU_OK);
+            for (int64_t row = 0; row < tg->rows; row++)
+                for (int64_t c = 0; c < tg->cols; c++) {
+                    double d = 0;
+                    for (int64_t q = 0; q < tg->rank; q++)
+                        d += (double)b[row * tg->rank + q] * a[q * tg->cols + c];
+                    acc[(tg->row0 + row) * tg->cols + c] += (double)STRENGTH * tg->scale * d;
+                }
+            free(a), free(b);
+        }
+        for (uint64_t k = 0; k < n; k++)
+            v[k] = (float)acc[k];
+        assert_int_equal(mgpu_safetensors_writer_write(w, v, n * sizeof(float), &err), MGPU_OK);
+        free(acc), free(v);
+    }
+    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
+}
+
+static void test_applied_equals_merged(void **state)
+{
+    (void)state;
+    mgpu_error err = {0};
+    fixture f;
+    open_fixture(&f, model_path);
+    mgpu_lora *lora;
+    mgpu_lora_resolved *res;
+    mgpu_lora_part part = {f.model, 0};
+    if (mgpu_lora_open(lora_path, &lora, &err) != MGPU_OK ||
+        mgpu_lora_resolve(lora, &part, 1, &res, &err) != MGPU_OK)
+        fail_msg("%s", err.message);
+    assert_true(mgpu_lora_target_count(res) > 10);
+    mgpu_backend *be;
+    assert_int_equal(mgpu_backend_cpu_create(1, &be, &err), MGPU_OK);
+    const mgpu_lora_resolved *list[1] = {res};
+    float strength = STRENGTH;
+    mgpu_lora_set *set;
+    assert_int_equal(mgpu_lora_set_create(be, f.model, list, &strength, 1, 0, &set, &err), MGPU_OK);
+    assert_int_equal(mgpu_lora_set_adapter_count(set), mgpu_lora_target_count(res));
+
+    mgpu_tensor_source plain = mgpu_resident_source(), with = plain;
+    with.lora = set;
+    float *base = forward(&f, be, &plain), *applied = forward(&f, be, &with);
+
+    write_merged(f.model, res);
+    fixture g;
+    open_fixture(&g, merged_path);
+    float *merged = forward(&g, be, &plain);
+    double d = rel_diff(applied, merged, f.n), moved = rel_diff(base, merged, f.n);
+    print_message("applied vs merged: %.3g of the output's scale; the LoRA moves it by %.3g\n",
+                  d, moved);
+    /* f32 rounding of two equal computations, against a LoRA that moves
+     * the output by orders of magnitude more */
+    assert_true(d < 1e-5);
+    assert_true(moved > 1e-3);
+
+    /* strength 0: the model without the LoRA, bit for bit; back to 0.8:
+     * the first result again, nothing reloaded */
+    mgpu_lora_set_strength(set, 0, 0.0f);
+    float *off = forward(&f, be, &with);
+    assert_memory_equal(off, base, f.n * sizeof(float));
+    mgpu_lora_set_strength(set, 0, STRENGTH);
+    float *again = forward(&f, be, &with);
+    assert_memory_equal(again, applied, f.n * sizeof(float));
+
+    /* streamed weights (half behind a simulated GPU link, a quarter from
+     * disk), with the discrete backend: the same bits */
+    mgpu_device_list devs;
+    assert_int_equal(mgpu_devices_simulate("cuda:0=1gib@30gbps,cpu=8gib,disk@2gbps", &devs, &err),
+                     MGPU_OK);
+    mgpu_plan_request pr = {.model = f.model, .component = 0, .devices = &devs,
+                            .alloc = "cuda:0,50%;cpu,25%;disk,*"};
+    mgpu_plan *plan;
+    assert_int_equal(mgpu_plan_create(&pr, &plan, &err), MGPU_OK);
+    mgpu_backend *disc;
+    assert_int_equal(mgpu_backend_cpu_create_discrete(2, &disc, &err), MGPU_OK);
+    mgpu_lora_set *set2;
+    assert_int_equal(mgpu_lora_set_create(disc, f.model, list, &strength, 1, 0, &set2, &err),
+                     MGPU_OK);
+    mgpu_executor *ex;
+    assert_int_equal(mgpu_executor_create(plan, disc, NULL, &ex, &err), MGPU_OK);
+    mgpu_tensor_source streamed = mgpu_executor_source(ex);
+    streamed.lora = set2;
+    float *far = forward(&f, disc, &streamed);
+    assert_memory_equal(far, applied, f.n * sizeof(float));
+    mgpu_executor_free(ex);
+    mgpu_lora_set_free(set2);
+    mgpu_backend_free(disc);
+    mgpu_plan_free(plan);
+
+    free(base), free(applied), free(merged), free(off), free(again), free(far);
+    mgpu_lora_set_free(set);
+    mgpu_backend_free(be);
+    mgpu_lora_resolved_free(res);
+    mgpu_lora_free(lora);
+    close_fixture(&g);
+    close_fixture(&f);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(model_path, sizeof model_path, "%s", test_path("la-flux.safetensors"));
+    snprintf(merged_path, sizeof merged_path, "%s", test_path("la-merged.safetensors"));
+    snprintf(lora_path, sizeof lora_path, "%s", test_path("la-lora.safetensors"));
+    snprintf(inputs_path, sizeof inputs_path, "%s", test_path("la-in.safetensors"));
+    mgpu_error err = {0};
+    synth_options o = {.arch = "flux-dev", .scale = SYNTH_SCALE_TINY, .gguf = 0,
+                       .dtype = MGPU_DTYPE_BF16, .seed = 61, .prefix = "", .out = model_path};
+    synth_lora_list list = {0};
+    if (synth_write(&o, &err) != MGPU_OK ||
+        synth_write_flux_inputs("flux-dev", SYNTH_SCALE_TINY, 1, 6, 8, 5, 62, inputs_path, &err) !=
+            MGPU_OK ||
+        !synth_lora_modules("flux-dev", SYNTH_LORA_DIFFUSERS, 4, 2.0f, 1, &list) ||
+        synth_lora_write(lora_path, &list, SYNTH_LORA_DIFFUSERS, MGPU_DTYPE_F16, 63, &err) !=
+            MGPU_OK) {
+        fprintf(stderr, "setup: %s\n", err.message);
+        synth_lora_list_free(&list);
+        return -1;
+    }
+    synth_lora_list_free(&list);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    remove(model_path);
+    remove(merged_path);
+    remove(lora_path);
+    remove(inputs_path);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_applied_equals_merged),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
