@@ -110,15 +110,24 @@ static bool flux_diffusers(int doubles, int singles, int64_t h, int64_t mlp, int
 bool synth_lora_modules(const char *arch, synth_lora_format format, int64_t rank, float alpha,
                         int has_alpha, synth_lora_list *out)
 {
+    return synth_lora_modules_at(arch, SYNTH_SCALE_TINY, format, rank, alpha, has_alpha, out);
+}
+
+bool synth_lora_modules_at(const char *arch, synth_scale scale, synth_lora_format format,
+                           int64_t rank, float alpha, int has_alpha, synth_lora_list *out)
+{
+    const bool full = scale == SYNTH_SCALE_FULL;
     const bool flux = strcmp(arch, "flux-dev") == 0 || strcmp(arch, "flux-schnell") == 0;
     const bool clip = strcmp(arch, "clip-l") == 0, t5 = strcmp(arch, "t5-xxl") == 0;
     if (!flux && !clip && !t5)
         return false;
     if (flux && format == SYNTH_LORA_DIFFUSERS) /* tiny: hidden 256, mlp 1024, in 64 */
-        return flux_diffusers(2, 2, 256, 1024, 64, 256, 256, strcmp(arch, "flux-dev") == 0, rank,
-                              alpha, has_alpha, out);
+        return full ? flux_diffusers(19, 38, 3072, 12288, 64, 4096, 768,
+                                     strcmp(arch, "flux-dev") == 0, rank, alpha, has_alpha, out)
+                    : flux_diffusers(2, 2, 256, 1024, 64, 256, 256, strcmp(arch, "flux-dev") == 0,
+                                     rank, alpha, has_alpha, out);
     synth_list tensors = {0};
-    if (!synth_arch_tensors(arch, SYNTH_SCALE_TINY, &tensors))
+    if (!synth_arch_tensors(arch, scale, &tensors))
         return false;
     bool ok = true;
     for (size_t i = 0; ok && i < tensors.count; i++) {

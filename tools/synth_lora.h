@@ -50,6 +50,9 @@ bool synth_lora_modules(const char *arch, synth_lora_format format, int64_t rank
 bool synth_lora_add(synth_lora_list *list, const synth_lora_module *m);
 
 void synth_lora_list_free(synth_lora_list *list);
+/* synth_lora_modules for the tiny or the full-size model (benchmarks). */
+bool synth_lora_modules_at(const char *arch, synth_scale scale, synth_lora_format format,
+                           int64_t rank, float alpha, int has_alpha, synth_lora_list *out);
 
 /* Writes the modules to a safetensors file: A [rank][in] and B [out][rank]
  * uniform in +-1/sqrt(in) and +-1/sqrt(rank) (seeded per name), stored as
