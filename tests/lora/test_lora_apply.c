@@ -134,8 +134,8 @@ static void test_applied_equals_merged(void **state)
     mgpu_error err = {0};
     fixture f;
     open_fixture(&f, model_path);
-    mgpu_lora *lora;
-    mgpu_lora_resolved *res;
+    mgpu_lora *lora = NULL;
+    mgpu_lora_resolved *res = NULL;
     mgpu_lora_part part = {f.model, 0};
     if (mgpu_lora_open(lora_path, &lora, &err) != MGPU_OK ||
         mgpu_lora_resolve(lora, &part, 1, &res, &err) != MGPU_OK)
