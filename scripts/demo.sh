@@ -18,7 +18,7 @@ set -x
 # from RAM over a simulated 25 GB/s link, T5 read from disk, the VAE on a
 # donor GPU.
 build/release/mgpu generate --model "$demo/flux1-dev-tiny-Q8_0.gguf" \
-    --clip "$demo/clip_l-tiny.safetensors" --t5 "$demo/t5xxl-tiny-Q8_0.gguf" \
+    --clip "$demo/clip_l-tiny.safetensors" --t5 "$demo/t5xxl-tiny.safetensors" \
     --vae "$demo/ae-tiny.safetensors" --clip-tokenizer "$demo/clip_tokenizer" \
     --t5-tokenizer "$demo/t5_tokenizer" --set num_heads=2 \
     --devices "$devices,disk@1.5gbps" --compute cuda:0 --alloc 'cuda:0,50%;cpu,*' \
