@@ -18,10 +18,7 @@
 #include "ops/cpu_linear.h"
 #include "ops/cpu_ops.h"
 #include "ops/threadpool.h"
-#if __has_include("ops/cpu_image.h")
 #include "ops/cpu_image.h"
-#define MGPU_CPU_HAVE_IMAGE 1
-#endif
 
 enum { ALIGN = 4096, N_PARAMS = 2 };
 
@@ -325,7 +322,6 @@ static void cpu_heads_to_tokens(mgpu_backend *be, const float *x, int64_t tokens
     mgpu_cpu_heads_to_tokens(x, tokens, heads, head_dim, out);
 }
 
-#ifdef MGPU_CPU_HAVE_IMAGE
 static void cpu_group_norm(mgpu_backend *be, const float *x, float *y, int64_t channels,
                            int64_t spatial, int64_t groups, mgpu_wref weight, mgpu_wref bias,
                            float eps)
@@ -354,7 +350,6 @@ static void cpu_upsample2x(mgpu_backend *be, const float *x, int64_t channels, i
     SKIP_IF_FAILED(be);
     mgpu_cpu_upsample2x(x, channels, h, w, y, pool(be));
 }
-#endif
 
 static const mgpu_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
@@ -387,11 +382,9 @@ static const mgpu_backend_ops cpu_ops = {
     .transpose = cpu_transpose,
     .tokens_to_heads = cpu_tokens_to_heads,
     .heads_to_tokens = cpu_heads_to_tokens,
-#ifdef MGPU_CPU_HAVE_IMAGE
     .group_norm = cpu_group_norm,
     .conv2d = cpu_conv2d,
     .upsample2x = cpu_upsample2x,
-#endif
 };
 
 static mgpu_status create(int threads, bool host_visible, const char *name, mgpu_backend **out,
