@@ -188,8 +188,9 @@ int mgpu_backend_cpu_threads(const mgpu_backend *be);
 /* How the CPU backend's linear layers multiply: f32 (the default: exact
  * against the references), bf16 (x and W rounded to bf16, f32 accumulation;
  * about twice as fast where the CPU has AVX512-BF16 or AMX), or auto (bf16
- * where it is fast, else f32). Asking for bf16 where it is not available is
- * an error. */
+ * where it is fast, else f32). bf16 applies to weights stored in 16 bits or
+ * fewer: f32 weights (and LoRA factors) always multiply in f32. Asking for
+ * bf16 where it is not available is an error. */
 typedef enum mgpu_gemm_precision {
     MGPU_GEMM_F32,
     MGPU_GEMM_BF16,

@@ -164,8 +164,11 @@ static void cpu_linear(mgpu_backend *be, const float *x, int64_t rows, int64_t i
     SKIP_IF_FAILED(be);
     const float *b = param(be, bias, out, 0);
     SKIP_IF_FAILED(be);
+    /* bf16 never rounds a weight below what it is stored as: f32 weights
+     * (and LoRA factors, uploaded as f32) multiply in f32 */
+    mgpu_cpu_gemm gemm = w.dtype == MGPU_DTYPE_F32 ? MGPU_CPU_GEMM_F32 : impl(be)->gemm;
     mgpu_status s = mgpu_cpu_linear_ex(x, rows, in, w.data, w.dtype, out, b, y, pool(be),
-                                       &impl(be)->linear_scratch, impl(be)->gemm);
+                                       &impl(be)->linear_scratch, gemm);
     if (s != MGPU_OK)
         mgpu_backend_fail(be, s, "linear %lldx%lld over %s weights failed", (long long)out,
                           (long long)in, mgpu_dtype_name(w.dtype));

@@ -744,6 +744,38 @@ static void test_generate(void **state)
     assert_true(size2 != size || memcmp(with_lora, bytes, size) != 0);
     free(with_lora);
     remove(png2);
+    /* forward --lora: strength 0 is the model without it, bit for bit;
+     * strength 1 changes the output */
+    char fin[1024], fo[3][1024];
+    snprintf(fin, sizeof fin, "%s", test_path("gen-fin.safetensors"));
+    for (int k = 0; k < 3; k++)
+        snprintf(fo[k], sizeof fo[k], "%s", test_path(k == 0 ? "fo0.safetensors"
+                                                    : k == 1 ? "fo1.safetensors"
+                                                             : "fo2.safetensors"));
+    assert_int_equal(synth_write_flux_inputs("flux-schnell", SYNTH_SCALE_TINY, 1, 4, 6, 5, 8, fin,
+                                             &err),
+                     MGPU_OK);
+    const char *strengths[3] = {"", ":0", ":1"};
+    for (int k = 0; k < 3; k++) {
+        char lora_arg[1100] = "";
+        if (k)
+            snprintf(lora_arg, sizeof lora_arg, "--lora '%s%s'", lora, strengths[k]);
+        snprintf(args, sizeof args,
+                 "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=2 --gemm f32 %s",
+                 flux, fin, fo[k], lora_arg);
+        r = run(args);
+        if (r.code != 0)
+            fail_msg("exit %d: %s", r.code, r.err);
+        run_free(&r);
+    }
+    float *o0 = read_output(fo[0], "out", 16 * 4 * 6), *o1 = read_output(fo[1], "out", 16 * 4 * 6),
+          *o2 = read_output(fo[2], "out", 16 * 4 * 6);
+    assert_memory_equal(o0, o1, 16 * 4 * 6 * sizeof(float));
+    assert_true(memcmp(o0, o2, 16 * 4 * 6 * sizeof(float)) != 0);
+    free(o0), free(o1), free(o2);
+    for (int k = 0; k < 3; k++)
+        remove(fo[k]);
+    remove(fin);
     /* a file that is no LoRA */
     snprintf(args, sizeof args, "%s --prompt x --width 32 --height 32 --lora '%s' -o '%s'", common,
              vae, png2);

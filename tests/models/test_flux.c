@@ -193,7 +193,13 @@ static void check_forward(const char *label, const char *path, int64_t heads,
         double d_bf16 = rel_diff(pooled, want, n);
         print_message("%s: bf16 GEMM: max|out-ref|/max|ref| = %.3g\n", label, d_bf16);
         assert_true(d_bf16 <= 1e-2);
-        assert_true(d_bf16 > 0.0); /* it did round */
+        /* f32 weights multiply in f32 whatever the setting; narrower ones
+         * are rounded */
+        if (mgpu_model_find_in(m, 0, "double_blocks.0.img_mlp.0.weight")->info.dtype ==
+            MGPU_DTYPE_F32)
+            assert_true(d_bf16 <= REL_TOLERANCE);
+        else
+            assert_true(d_bf16 > 10 * REL_TOLERANCE);
     }
     mgpu_backend_free(bf);
 
