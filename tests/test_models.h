@@ -4,7 +4,10 @@
 #ifndef MGPU_TEST_MODELS_H
 #define MGPU_TEST_MODELS_H
 
+#include <string.h>
+
 #include "mgpu/model.h"
+#include "mgpu/safetensors.h"
 #include "synth_write.h"
 
 static inline void synth(const char *arch, int gguf, mgpu_dtype dtype, const char *prefix,
@@ -24,6 +27,32 @@ static inline mgpu_model *open_ok(const char *path)
     if (mgpu_model_open(path, &m, &err) != MGPU_OK)
         fail_msg("open %s: %s", path, err.message);
     return m;
+}
+
+/* Copies every tensor of the model at `src` except `skip` (a stripped
+ * name) into the safetensors file `dst`: a model with one tensor missing. */
+static inline void copy_without(const char *src, const char *dst, const char *skip)
+{
+    mgpu_model *m = open_ok(src);
+    mgpu_error err = {0};
+    mgpu_safetensors_writer *w = NULL;
+    assert_int_equal(mgpu_safetensors_writer_create(dst, &w, &err), MGPU_OK);
+    size_t n = mgpu_model_tensor_count(m);
+    for (size_t i = 0; i < n; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        if (strcmp(t->name, skip) != 0)
+            assert_int_equal(mgpu_safetensors_writer_add_tensor(w, t->info.name, t->info.dtype,
+                                                                t->info.ndim, t->info.shape, &err),
+                             MGPU_OK);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        if (strcmp(t->name, skip) != 0)
+            assert_int_equal(mgpu_safetensors_writer_write(w, t->info.data, t->info.nbytes, &err),
+                             MGPU_OK);
+    }
+    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
+    mgpu_model_close(m);
 }
 
 #endif

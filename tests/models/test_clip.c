@@ -180,31 +180,6 @@ static void test_q8_gguf(void **state)
     remove(path);
 }
 
-/* Copies every tensor of the model at `src` except `skip` into `dst`. */
-static void copy_without(const char *src, const char *dst, const char *skip)
-{
-    mgpu_model *m = open_ok(src);
-    mgpu_error err = {0};
-    mgpu_safetensors_writer *w = NULL;
-    assert_int_equal(mgpu_safetensors_writer_create(dst, &w, &err), MGPU_OK);
-    size_t n = mgpu_model_tensor_count(m);
-    for (size_t i = 0; i < n; i++) {
-        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
-        if (strcmp(t->name, skip) != 0)
-            assert_int_equal(mgpu_safetensors_writer_add_tensor(w, t->info.name, t->info.dtype,
-                                                                t->info.ndim, t->info.shape, &err),
-                             MGPU_OK);
-    }
-    for (size_t i = 0; i < n; i++) {
-        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
-        if (strcmp(t->name, skip) != 0)
-            assert_int_equal(mgpu_safetensors_writer_write(w, t->info.data, t->info.nbytes, &err),
-                             MGPU_OK);
-    }
-    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
-    mgpu_model_close(m);
-}
-
 static void test_missing_tensor(void **state)
 {
     (void)state;
