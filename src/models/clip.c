@@ -40,24 +40,8 @@ typedef mgpu_loader loader;
 static mgpu_status need_wb(const loader *l, const char *name, int64_t out, int64_t in,
                            linear_w *w)
 {
-    char buf[192];
-    snprintf(buf, sizeof buf, "%.150s.weight", name);
-    mgpu_status s = in ? mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight)
-                       : mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->weight);
-    if (s != MGPU_OK)
-        return s;
-    snprintf(buf, sizeof buf, "%.150s.bias", name);
-    return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
-}
-
-static int block_index(const loader *l, const char *name)
-{
-    for (size_t i = 0; i < mgpu_model_block_count(l->model); i++) {
-        const mgpu_model_block *b = mgpu_model_block_at(l->model, i);
-        if ((int)b->component == l->component && strcmp(b->name, name) == 0)
-            return (int)i;
-    }
-    return -1;
+    return mgpu_loader_need_with_bias(l, name, in ? 2 : 1, (const int64_t[]){out, in}, &w->weight,
+                                      &w->bias);
 }
 
 static mgpu_status load_layer(const loader *l, const mgpu_clip_config *c, int i, clip_layer *y)
@@ -65,7 +49,7 @@ static mgpu_status load_layer(const loader *l, const mgpu_clip_config *c, int i,
     char p[96], n[160];
     int64_t h = c->hidden;
     snprintf(p, sizeof p, "text_model.encoder.layers.%d", i);
-    y->block = block_index(l, p);
+    y->block = mgpu_loader_block(l, p);
     struct {
         const char *name;
         int64_t out, in;

@@ -51,13 +51,8 @@ typedef mgpu_loader loader;
 static mgpu_status need_linear(const loader *l, const char *name, int64_t out, int64_t in,
                                linear_w *w)
 {
-    char buf[160];
-    snprintf(buf, sizeof buf, "%.150s.weight", name);
-    mgpu_status s = mgpu_loader_need(l, buf, 2, (const int64_t[]){out, in}, &w->weight);
-    if (s != MGPU_OK)
-        return s;
-    snprintf(buf, sizeof buf, "%.150s.bias", name);
-    return mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &w->bias);
+    return mgpu_loader_need_with_bias(l, name, 2, (const int64_t[]){out, in}, &w->weight,
+                                      &w->bias);
 }
 
 static int count_blocks(const loader *l, const char *prefix)
@@ -77,23 +72,13 @@ static int count_blocks(const loader *l, const char *prefix)
     }
 }
 
-static int block_index(const loader *l, const char *name)
-{
-    for (size_t i = 0; i < mgpu_model_block_count(l->model); i++) {
-        const mgpu_model_block *b = mgpu_model_block_at(l->model, i);
-        if ((int)b->component == l->component && strcmp(b->name, name) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static mgpu_status load_double(const loader *l, const mgpu_flux_config *c, int i, double_block *b)
 {
     char p[96], n[160];
     mgpu_status s = MGPU_OK;
     int64_t h = c->hidden, d = c->head_dim;
     snprintf(p, sizeof p, "double_blocks.%d", i);
-    b->block = block_index(l, p);
+    b->block = mgpu_loader_block(l, p);
     const char *sides[2] = {"img", "txt"};
     for (int side = 0; side < 2 && s == MGPU_OK; side++) {
         linear_w *mod = side ? &b->txt_mod : &b->img_mod, *qkv = side ? &b->txt_qkv : &b->img_qkv;
@@ -130,7 +115,7 @@ static mgpu_status load_single(const loader *l, const mgpu_flux_config *c, int i
     char p[96], n[160];
     int64_t h = c->hidden;
     snprintf(p, sizeof p, "single_blocks.%d", i);
-    b->block = block_index(l, p);
+    b->block = mgpu_loader_block(l, p);
     snprintf(n, sizeof n, "%s.modulation.lin", p);
     mgpu_status s = need_linear(l, n, 3 * h, h, &b->mod);
     snprintf(n, sizeof n, "%s.linear1", p);

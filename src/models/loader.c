@@ -34,3 +34,26 @@ mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
     *out = t;
     return MGPU_OK;
 }
+
+mgpu_status mgpu_loader_need_with_bias(const mgpu_loader *l, const char *name, int ndim,
+                                       const int64_t *shape, const mgpu_model_tensor **weight,
+                                       const mgpu_model_tensor **bias)
+{
+    char buf[192];
+    snprintf(buf, sizeof buf, "%.150s.weight", name);
+    mgpu_status s = mgpu_loader_need(l, buf, ndim, shape, weight);
+    if (s != MGPU_OK)
+        return s;
+    snprintf(buf, sizeof buf, "%.150s.bias", name);
+    return mgpu_loader_need(l, buf, 1, shape, bias);
+}
+
+int mgpu_loader_block(const mgpu_loader *l, const char *name)
+{
+    for (size_t i = 0; i < mgpu_model_block_count(l->model); i++) {
+        const mgpu_model_block *b = mgpu_model_block_at(l->model, i);
+        if ((int)b->component == l->component && strcmp(b->name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}

@@ -24,4 +24,14 @@ const mgpu_model_tensor *mgpu_loader_find(const mgpu_loader *l, const char *name
 mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
                              const int64_t *shape, const mgpu_model_tensor **out);
 
+/* NAME.weight with this shape and NAME.bias [shape[0]], as a Linear or a
+ * Conv2d stores them. */
+mgpu_status mgpu_loader_need_with_bias(const mgpu_loader *l, const char *name, int ndim,
+                                       const int64_t *shape, const mgpu_model_tensor **weight,
+                                       const mgpu_model_tensor **bias);
+
+/* The index of the component's block `name` in the model view (what the
+ * tensor source's enter/leave take), -1 if there is none. */
+int mgpu_loader_block(const mgpu_loader *l, const char *name);
+
 #endif

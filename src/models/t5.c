@@ -102,12 +102,7 @@ static int block_index(const loader *l, const naming *nm, int i)
 {
     char name[96];
     snprintf(name, sizeof name, nm->block, i);
-    for (size_t b = 0; b < mgpu_model_block_count(l->model); b++) {
-        const mgpu_model_block *blk = mgpu_model_block_at(l->model, b);
-        if ((int)blk->component == l->component && strcmp(blk->name, name) == 0)
-            return (int)b;
-    }
-    return -1;
+    return mgpu_loader_block(l, name);
 }
 
 static mgpu_status load_block(const loader *l, const naming *nm, const mgpu_t5_config *c, int i,

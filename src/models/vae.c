@@ -72,12 +72,8 @@ typedef mgpu_loader loader;
 static mgpu_status need_conv(const loader *l, const char *name, int64_t out, int64_t in, int k,
                              conv_w *c)
 {
-    char buf[160];
     *c = (conv_w){NULL, NULL, out, in, k};
-    snprintf(buf, sizeof buf, "%.150s.weight", name);
-    mgpu_status s = mgpu_loader_need(l, buf, 4, (const int64_t[]){out, in, k, k}, &c->w);
-    snprintf(buf, sizeof buf, "%.150s.bias", name);
-    return s == MGPU_OK ? mgpu_loader_need(l, buf, 1, (const int64_t[]){out}, &c->b) : s;
+    return mgpu_loader_need_with_bias(l, name, 4, (const int64_t[]){out, in, k, k}, &c->w, &c->b);
 }
 
 /* A GroupNorm(32) over `c` channels: NAME.weight and NAME.bias [c]. */
@@ -154,16 +150,6 @@ static int count_numbered(const loader *l, const char *prefix, int limit)
     }
 }
 
-static int block_index(const loader *l, const char *name)
-{
-    for (size_t i = 0; i < mgpu_model_block_count(l->model); i++) {
-        const mgpu_model_block *b = mgpu_model_block_at(l->model, i);
-        if ((int)b->component == l->component && strcmp(b->name, name) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static mgpu_status load_decoder(const loader *l, mgpu_vae_config *c, side *d)
 {
     char p[96], n[160];
@@ -176,7 +162,7 @@ static mgpu_status load_decoder(const loader *l, mgpu_vae_config *c, side *d)
     for (int lv = last; lv >= 0 && s == MGPU_OK; lv--) {
         level *L = &d->lv[lv];
         snprintf(p, sizeof p, "decoder.up.%d", lv);
-        L->block = block_index(l, p);
+        L->block = mgpu_loader_block(l, p);
         snprintf(n, sizeof n, "%s.block", p);
         L->nres = count_numbered(l, n, MAX_RES + 1);
         if (L->nres != c->num_res_blocks + 1)
@@ -215,7 +201,7 @@ static mgpu_status load_encoder(const loader *l, mgpu_vae_config *c, side *e)
     for (int lv = 0; lv <= last && s == MGPU_OK; lv++) {
         level *L = &e->lv[lv];
         snprintf(p, sizeof p, "encoder.down.%d", lv);
-        L->block = block_index(l, p);
+        L->block = mgpu_loader_block(l, p);
         snprintf(n, sizeof n, "%s.block", p);
         L->nres = count_numbered(l, n, MAX_RES + 1);
         if (L->nres != c->num_res_blocks)
