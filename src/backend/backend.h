@@ -31,7 +31,7 @@
 
 /* Bumped whenever the table below changes: a plugin built against another
  * layout is refused at load. */
-enum { MGPU_BACKEND_ABI = 1 };
+enum { MGPU_BACKEND_ABI = 2 };
 
 typedef struct mgpu_backend mgpu_backend;
 typedef struct mgpu_event mgpu_event;
@@ -101,6 +101,9 @@ typedef struct mgpu_backend_ops {
                    int64_t out, mgpu_wref bias, float *y);
     /* n stored values -> f32 (n whole blocks for block types). */
     void (*convert)(mgpu_backend *be, mgpu_wref src, int64_t n, float *dst);
+    /* The reverse for float storage: n f32 values -> F32, F16 or BF16,
+     * rounded to nearest even (LoRA merge-once writes merged weights). */
+    void (*encode)(mgpu_backend *be, const float *src, int64_t n, mgpu_dtype dtype, void *dst);
     /* out[i] = row ids[i] of table [rows][dim] as f32; ids on the device. */
     void (*get_rows)(mgpu_backend *be, mgpu_wref table, int64_t dim, const int32_t *ids, int64_t n,
                      float *out);

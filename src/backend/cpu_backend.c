@@ -183,6 +183,21 @@ static void cpu_convert(mgpu_backend *be, mgpu_wref src, int64_t n, float *dst)
                           mgpu_dtype_name(src.dtype));
 }
 
+static void cpu_encode(mgpu_backend *be, const float *src, int64_t n, mgpu_dtype dtype, void *dst)
+{
+    SKIP_IF_FAILED(be);
+    if (dtype == MGPU_DTYPE_F32) {
+        memmove(dst, src, (size_t)n * sizeof(float));
+    } else if (dtype == MGPU_DTYPE_F16 || dtype == MGPU_DTYPE_BF16) {
+        uint16_t *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = dtype == MGPU_DTYPE_F16 ? mgpu_f32_to_f16(src[i]) : mgpu_f32_to_bf16(src[i]);
+    } else {
+        mgpu_backend_fail(be, MGPU_ERR_UNSUPPORTED, "cannot encode f32 values as %s",
+                          mgpu_dtype_name(dtype));
+    }
+}
+
 static void cpu_get_rows(mgpu_backend *be, mgpu_wref table, int64_t dim, const int32_t *ids,
                          int64_t n, float *out)
 {
@@ -369,6 +384,7 @@ static const mgpu_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .linear = cpu_linear,
     .convert = cpu_convert,
+    .encode = cpu_encode,
     .get_rows = cpu_get_rows,
     .layernorm = cpu_layernorm,
     .rmsnorm = cpu_rmsnorm,

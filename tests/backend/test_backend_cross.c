@@ -376,6 +376,51 @@ static void check_convert_get_rows(mgpu_backend *be)
     }
 }
 
+/* encode: f32 -> F32/F16/BF16 with round to nearest even, bit for bit the
+ * scalar encoders of mgpu/dtype.h, and each result the nearest value:
+ * decoded, it is within half a unit in the last place of the input. */
+static void check_encode(mgpu_backend *be)
+{
+    const int64_t n = 4099;
+    float *x = rand_floats(n, -3, 3);
+    x[0] = 1.0f + 0x1p-8f; /* bf16 tie between 1 and 1 + 2^-7: even is 1 */
+    x[1] = 1.0f + 3 * 0x1p-8f;
+    x[2] = 1.0f + 0x1p-11f; /* f16 tie */
+    x[3] = -0.0f;
+    const mgpu_dtype types[] = {MGPU_DTYPE_F32, MGPU_DTYPE_F16, MGPU_DTYPE_BF16};
+    float *dx = up(be, x, (size_t)n * sizeof(float));
+    for (size_t k = 0; k < 3; k++) {
+        const mgpu_dtype t = types[k];
+        const size_t size = mgpu_dtype_get_info(t)->block_bytes;
+        void *dy = dzeros(be, n);
+        be->ops->encode(be, dx, n, t, dy);
+        uint8_t *y = (uint8_t *)down(be, dy, n);
+        for (int64_t i = 0; i < n; i++) {
+            float back;
+            if (t == MGPU_DTYPE_F32) {
+                memcpy(&back, y + 4 * i, 4);
+                assert_memory_equal(&back, &x[i], 4);
+                continue;
+            }
+            uint16_t h, want = t == MGPU_DTYPE_F16 ? mgpu_f32_to_f16(x[i]) : mgpu_f32_to_bf16(x[i]);
+            memcpy(&h, y + size * (size_t)i, 2);
+            if (h != want)
+                fail_msg("encode %s [%lld]: %04x, want %04x", mgpu_dtype_name(t), (long long)i, h,
+                         want);
+            back = t == MGPU_DTYPE_F16 ? mgpu_f16_to_f32(h) : mgpu_bf16_to_f32(h);
+            double ulp = ldexp(1.0, ilogb(x[i] == 0 ? 1 : x[i]) - (t == MGPU_DTYPE_F16 ? 10 : 7));
+            if (t == MGPU_DTYPE_F16 && ulp < 0x1p-24)
+                ulp = 0x1p-24; /* subnormal f16 */
+            assert_true(fabs((double)back - x[i]) <= 0.5 * ulp);
+        }
+        assert_int_equal(mgpu_bf16_to_f32(((uint16_t *)y)[0]) == 1.0f, t == MGPU_DTYPE_BF16);
+        dfree(be, dy);
+        free(y);
+    }
+    dfree(be, dx);
+    free(x);
+}
+
 /* ------------------------------------------------------------ norms */
 
 /* A parameter vector of n values in dtype t (INVALID: absent). */
@@ -859,6 +904,7 @@ static void run_all(mgpu_backend *be)
 {
     rng_seed(42);
     check_convert_get_rows(be);
+    check_encode(be);
     check_linear(be);
     check_conv2d(be);
     check_norms(be);

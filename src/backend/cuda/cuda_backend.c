@@ -736,6 +736,24 @@ static void cuda_convert(mgpu_backend *be, mgpu_wref src, int64_t n, float *dst)
     check(c, mgpu_cuda_dequant_f32(STREAM(c), src.dtype, src.data, n, dst), "convert");
 }
 
+static void cuda_encode(mgpu_backend *be, const float *src, int64_t n, mgpu_dtype dtype, void *dst)
+{
+    cuda_backend *c = cb(be);
+    if (!enter(c) || n <= 0)
+        return;
+    if (dtype == MGPU_DTYPE_F32)
+        check(c, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice,
+                                 STREAM(c)),
+              "encode");
+    else if (dtype == MGPU_DTYPE_F16)
+        check(c, mgpu_cuda_f32_to_f16(STREAM(c), src, n, dst), "encode");
+    else if (dtype == MGPU_DTYPE_BF16)
+        check(c, mgpu_cuda_f32_to_bf16(STREAM(c), src, n, dst), "encode");
+    else
+        cuda_fail(c, MGPU_ERR_UNSUPPORTED, "encode: cannot encode f32 values as %s",
+                  mgpu_dtype_name(dtype));
+}
+
 static void cuda_get_rows(mgpu_backend *be, mgpu_wref table, int64_t dim, const int32_t *ids,
                           int64_t n, float *out)
 {
@@ -946,6 +964,7 @@ static const mgpu_backend_ops cuda_ops = {
     .synchronize = cuda_synchronize,
     .linear = cuda_linear,
     .convert = cuda_convert,
+    .encode = cuda_encode,
     .get_rows = cuda_get_rows,
     .layernorm = cuda_layernorm,
     .rmsnorm = cuda_rmsnorm,

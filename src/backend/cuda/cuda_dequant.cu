@@ -3,6 +3,7 @@
  * im2col. One thread per output value; the decoders (cuda_decode.cuh)
  * reproduce the CPU's values bit for bit. Built with --fmad=false. */
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "backend/cuda/cuda_decode.cuh"
 #include "backend/cuda/cuda_kernels.h"
@@ -58,6 +59,13 @@ __global__ void to_bf16_kernel(const float *x, int64_t n, __nv_bfloat16 *out)
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ void to_f16_kernel(const float *x, int64_t n, __half *out)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2half_rn(x[i]);
 }
 
 __global__ void bias_add_kernel(float *y, int64_t rows, int64_t cols, const uint8_t *bias,
@@ -141,6 +149,12 @@ extern "C" cudaError_t mgpu_cuda_dequant_bf16(cudaStream_t s, int dtype, const v
 extern "C" cudaError_t mgpu_cuda_f32_to_bf16(cudaStream_t s, const float *x, int64_t n, void *out)
 {
     to_bf16_kernel<<<grid_for(n), THREADS, 0, s>>>(x, n, (__nv_bfloat16 *)out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mgpu_cuda_f32_to_f16(cudaStream_t s, const float *x, int64_t n, void *out)
+{
+    to_f16_kernel<<<grid_for(n), THREADS, 0, s>>>(x, n, (__half *)out);
     return cudaGetLastError();
 }
 

@@ -28,8 +28,9 @@ cudaError_t mgpu_cuda_dequant_f32(cudaStream_t s, int dtype, const void *src, in
                                   float *out);
 cudaError_t mgpu_cuda_dequant_bf16(cudaStream_t s, int dtype, const void *src, int64_t n,
                                    void *out);
-/* f32 -> bf16, round to nearest even. */
+/* f32 -> bf16 or f16, round to nearest even. */
 cudaError_t mgpu_cuda_f32_to_bf16(cudaStream_t s, const float *x, int64_t n, void *out);
+cudaError_t mgpu_cuda_f32_to_f16(cudaStream_t s, const float *x, int64_t n, void *out);
 /* out[i][c] = table row ids[i], value c; rows of dim values (whole blocks). */
 cudaError_t mgpu_cuda_get_rows(cudaStream_t s, int dtype, const void *table, int64_t dim,
                                const int32_t *ids, int64_t n, float *out);
