@@ -559,14 +559,20 @@ int cli_forward(int argc, char **argv)
     static char lora_path[CLI_MAX_LORAS][4096];
     float lora_strength[CLI_MAX_LORAS];
     size_t n_lora = 0;
+    bool lora_merge = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--lora-merge") == 0) {
+            lora_merge = true;
+            continue;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs("usage: mgpu forward --model FILE --inputs IN.safetensors -o OUT.safetensors\n"
                   "                    [--component flux|clip|t5|vae] [--alloc STRING]\n"
                   "                    [--compute DEV] [--devices SPEC] [--staging SIZE]\n"
                   "                    [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
-                  "                    [--vae-tile N] [--lora FILE[:STRENGTH]]... [--set KEY=VALUE]...\n"
+                  "                    [--vae-tile N] [--lora FILE[:STRENGTH]]... [--lora-merge]\n"
+                  "                    [--set KEY=VALUE]...\n"
                   "  FLUX.1: IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
                   "    for dev, guidance [B]; OUT gets out [B,16,H,W].\n"
                   "  CLIP-L: tokens [B,N] -> out [B,N,D] (last hidden state), pooled [B,D]\n"
@@ -577,7 +583,10 @@ int cli_forward(int argc, char **argv)
                   "  --component picks one model of an all-in-one file (default: the first).\n"
                   "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n"
                   "  --gemm: CPU linear layers in f32, or bf16 with f32 accumulation (about 2x\n"
-                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n",
+                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n"
+                  "  --lora-merge: merge LoRAs once into F32/F16/BF16 weights resident on the\n"
+                  "  compute device (as fast as no LoRA, rounds the sum to the weight's dtype);\n"
+                  "  by default they are applied in f32 at every use\n",
                   stdout);
             return CLI_EXIT_OK;
         }
@@ -702,11 +711,6 @@ int cli_forward(int argc, char **argv)
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
-    mgpu_executor_options opts = {staging, 1};
-    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, f.be, &opts, &ex, &err) != MGPU_OK) {
-        cli_error("%s", err.message);
-        rc = CLI_EXIT_FAILURE;
-    }
     mgpu_lora *loras[CLI_MAX_LORAS] = {0};
     mgpu_lora_resolved *resolved[CLI_MAX_LORAS] = {0};
     mgpu_lora_set *lora_set = NULL;
@@ -718,8 +722,15 @@ int cli_forward(int argc, char **argv)
             rc = CLI_EXIT_FAILURE;
         }
     if (rc == CLI_EXIT_OK && n_lora &&
-        mgpu_lora_set_create(f.be, model, (const mgpu_lora_resolved *const *)resolved,
-                             lora_strength, n_lora, 0, &lora_set, &err) != MGPU_OK) {
+        (mgpu_lora_set_create(f.be, model, (const mgpu_lora_resolved *const *)resolved,
+                              lora_strength, n_lora, 0, &lora_set, &err) != MGPU_OK ||
+         (lora_merge && mgpu_lora_set_merge(lora_set, plan, NULL, &err) != MGPU_OK))) {
+        cli_error("%s", err.message);
+        rc = CLI_EXIT_FAILURE;
+    }
+    /* after the LoRA set: weights it merged are not uploaded again */
+    mgpu_executor_options opts = {staging, 1, lora_set ? mgpu_lora_set_merged_mask(lora_set) : NULL};
+    if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, f.be, &opts, &ex, &err) != MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
@@ -727,7 +738,8 @@ int cli_forward(int argc, char **argv)
         f.model = model;
         f.component = component;
         f.src = mgpu_executor_source(ex);
-        f.src.lora = lora_set;
+        if (lora_set)
+            f.src = mgpu_lora_set_source(lora_set, f.src);
         if (strcmp(kind, "flux") == 0)
             rc = run_flux(&f, &set);
         else if (strcmp(kind, "vae") == 0)
@@ -743,15 +755,19 @@ int cli_forward(int argc, char **argv)
         print_stats(plan, &st, f.seconds);
         fprintf(stderr, "mgpu: computed on %s, %s GEMM\n", f.be->name,
                 mgpu_backend_cpu_gemm_name(f.be));
+        if (lora_set)
+            fprintf(stderr, "mgpu: %zu LoRA adapters, %zu merged into their weights\n",
+                    mgpu_lora_set_adapter_count(lora_set),
+                    mgpu_lora_set_merged_adapter_count(lora_set));
     }
     for (int i = 0; i < f.n_out; i++)
         free(f.out[i].data);
+    mgpu_executor_free(ex);
     mgpu_lora_set_free(lora_set);
     for (size_t i = 0; i < n_lora; i++) {
         mgpu_lora_resolved_free(resolved[i]);
         mgpu_lora_free(loras[i]);
     }
-    mgpu_executor_free(ex);
     mgpu_backend_free(f.be);
     mgpu_safetensors_close(f.inputs);
     mgpu_plan_free(plan);

@@ -35,7 +35,11 @@ static void usage(FILE *f)
           "  engine:\n"
           "    --threads N  --gemm auto|f32|bf16  --staging SIZE  --vae-tile N (latent pixels)\n"
           "    --set KEY=VALUE        FLUX settings not stored in the weights (num_heads, ...)\n"
-          "    --lora FILE[:STRENGTH] a LoRA for FLUX.1, CLIP-L and/or T5 (repeatable)\n",
+          "    --lora FILE[:STRENGTH] a LoRA for FLUX.1, CLIP-L and/or T5 (repeatable)\n"
+          "    --lora-merge           merge LoRAs once into F32/F16/BF16 weights held on the\n"
+          "                           compute device: no per-step cost, but the sum is rounded\n"
+          "                           to the weight's dtype (docs/lora.md); default: applied\n"
+          "                           in f32 at every use\n",
           f);
 }
 
@@ -107,6 +111,8 @@ static void print_summary(const mgpu_t2i_result *res)
     fprintf(stderr, "mgpu: total %.2f s", res->total_seconds);
     if (res->lora_adapters)
         fprintf(stderr, "; %zu LoRA adapters applied", res->lora_adapters);
+    if (res->lora_merged)
+        fprintf(stderr, " (%zu merged into their weights)", res->lora_merged);
     if (res->clip_dropped > 0)
         fprintf(stderr, "; CLIP kept the first 75 tokens, %" PRId64 " cut", res->clip_dropped);
     fprintf(stderr, "\n");
@@ -158,6 +164,10 @@ int cli_generate(int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return CLI_EXIT_OK;
+        }
+        if (strcmp(a, "--lora-merge") == 0) {
+            q.lora_merge = true;
+            continue;
         }
         if (i + 1 >= argc) {
             cli_error("generate: %s needs a value", a);

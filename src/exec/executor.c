@@ -427,8 +427,14 @@ static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_e
     mgpu_executor *ex = context;
     uint32_t index = (uint32_t)(t - mgpu_model_tensor_at(ex->model, 0));
     int device = ex->plan->module_device[t->module];
-    if (device == ex->plan->compute)
+    if (device == ex->plan->compute) {
+        if (ex->options.skip_resident && ex->options.skip_resident[index]) {
+            mgpu_error_set(err, MGPU_ERR_ARGUMENT, "tensor '%s' is supplied by the caller",
+                           t->info.name);
+            return NULL;
+        }
         return ex->resident ? ex->resident[index] : t->info.data;
+    }
     pthread_mutex_lock(&ex->lock);
     const void *p = ex->slot_data[index];
     pthread_mutex_unlock(&ex->lock);
@@ -471,7 +477,8 @@ static mgpu_status upload_resident(mgpu_executor *ex, mgpu_error *err)
         return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < nt; i++) {
         const mgpu_model_tensor *t = mgpu_model_tensor_at(ex->model, i);
-        if (ex->plan->module_device[t->module] != ex->plan->compute)
+        if (ex->plan->module_device[t->module] != ex->plan->compute ||
+            (ex->options.skip_resident && ex->options.skip_resident[i]))
             continue;
         mgpu_status s = ex->be->ops->alloc(ex->be, (size_t)t->info.nbytes, &ex->resident[i], err);
         if (s == MGPU_OK && t->info.nbytes > 0) {
@@ -498,7 +505,7 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     ex->last_entered = -1;
     ex->demand = -1;
     ex->model = plan->model;
-    ex->options = options ? *options : (mgpu_executor_options){0, 1};
+    ex->options = options ? *options : (mgpu_executor_options){0, 1, NULL};
     pthread_mutex_init(&ex->lock, NULL);
     pthread_cond_init(&ex->changed, NULL);
     size_t nt = mgpu_model_tensor_count(ex->model), nb = mgpu_model_block_count(ex->model);

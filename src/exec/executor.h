@@ -8,6 +8,7 @@
 #ifndef MGPU_EXEC_EXECUTOR_H
 #define MGPU_EXEC_EXECUTOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
@@ -23,6 +24,10 @@ typedef struct mgpu_executor_options {
     /* Honour simulated link bandwidths by pacing copies (default on for
      * simulated devices; real RAM copies are never slowed). */
     int pace_simulated;
+    /* Per model tensor, or NULL: resident tensors the caller supplies
+     * itself (LoRA merge-once holds merged copies). They are not uploaded,
+     * and the source must not be asked for them. */
+    const bool *skip_resident;
 } mgpu_executor_options;
 
 typedef struct mgpu_exec_stats {

@@ -9,10 +9,13 @@
 #ifndef MGPU_LORA_LORA_APPLY_H
 #define MGPU_LORA_LORA_APPLY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "backend/backend.h"
+#include "exec/source.h"
 #include "lora/lora.h"
+#include "mgpu/plan.h"
 
 typedef struct mgpu_lora_set mgpu_lora_set;
 
@@ -23,10 +26,37 @@ mgpu_status mgpu_lora_set_create(mgpu_backend *be, const mgpu_model *model,
                                  const mgpu_lora_resolved *const *resolved, const float *strengths,
                                  size_t n, size_t part, mgpu_lora_set **out, mgpu_error *err);
 void mgpu_lora_set_free(mgpu_lora_set *set);
-/* Changes LoRA i's strength for the next uses: nothing is reloaded. */
-void mgpu_lora_set_strength(mgpu_lora_set *set, size_t lora, float strength);
-/* Adapters in the set. */
+/* Changes LoRA i's strength for the next uses: nothing is reloaded. The
+ * weights it was merged into (merge-once) are merged again from their
+ * original bytes before this returns. */
+mgpu_status mgpu_lora_set_strength(mgpu_lora_set *set, size_t lora, float strength,
+                                   mgpu_error *err);
+/* Adapters in the set, and those of them merged into their weights. */
 size_t mgpu_lora_set_adapter_count(const mgpu_lora_set *set);
+size_t mgpu_lora_set_merged_adapter_count(const mgpu_lora_set *set);
+
+/* Merge-once, the opt-in fast mode. Every weight with adapters that is
+ * stored as F32, F16 or BF16 and that `plan` places on its compute device
+ * is merged once, on the set's backend:
+ *
+ *   W' = encode(decode(W) + sum of strength * alpha/rank * B A)
+ *
+ * summed in f32 and rounded to W's own dtype (nearest even) in a buffer of
+ * W's size that the set owns. Those adapters are no longer applied at use,
+ * so a step costs what it costs without a LoRA; the price is W's rounding
+ * of the sum (docs/lora.md measures it). Quantized, fp8 and streamed
+ * weights keep the at-use path: nothing is ever written into quantized
+ * storage. W's original bytes are read from the model's mapping, now and
+ * on a strength change, so no device copy of a merged original is needed:
+ * pass mgpu_lora_set_merged_mask to the executor (skip_resident) and read
+ * weights through mgpu_lora_set_source. *merged: the weights merged. */
+mgpu_status mgpu_lora_set_merge(mgpu_lora_set *set, const mgpu_plan *plan, size_t *merged,
+                                mgpu_error *err);
+/* Per model tensor: true when the set holds its merged copy. */
+const bool *mgpu_lora_set_merged_mask(const mgpu_lora_set *set);
+/* `inner` with merged weights handed out from the set's buffers and the
+ * set's adapters applied at use (source.lora). The set keeps `inner`. */
+mgpu_tensor_source mgpu_lora_set_source(mgpu_lora_set *set, mgpu_tensor_source inner);
 
 /* y [rows][out] += the adapters of weight `w` applied to x [rows][in];
  * nothing when w has none or every strength is 0. Ops are enqueued on the

@@ -381,38 +381,46 @@ static mgpu_status stage_begin(run *r, mgpu_t2i_stage s, stage_run *sr)
     *sr = (stage_run){.stage = s, .t0 = now()};
     const mgpu_plan *plan = r->slot[s].plan;
     mgpu_status rc = backend_for(r, plan, &sr->be);
-    mgpu_executor_options opts = {r->req->staging_bytes, 1};
+    /* LoRA first: merged weights are not uploaded by the executor */
+    for (size_t p = 0; rc == MGPU_OK && p < 3 && r->req->n_lora; p++)
+        if (LORA_PARTS[p] == s) {
+            rc = mgpu_lora_set_create(sr->be, r->slot[s].model,
+                                      (const mgpu_lora_resolved *const *)r->resolved,
+                                      r->req->lora_strengths, r->req->n_lora, p, &sr->lora, r->err);
+            if (rc == MGPU_OK && r->req->lora_merge)
+                rc = mgpu_lora_set_merge(sr->lora, plan, NULL, r->err);
+            if (rc == MGPU_OK) {
+                r->res->lora_adapters += mgpu_lora_set_adapter_count(sr->lora);
+                r->res->lora_merged += mgpu_lora_set_merged_adapter_count(sr->lora);
+            }
+        }
+    mgpu_executor_options opts = {r->req->staging_bytes, 1,
+                                  sr->lora ? mgpu_lora_set_merged_mask(sr->lora) : NULL};
     if (rc == MGPU_OK)
         rc = mgpu_executor_create(plan, sr->be, &opts, &sr->ex, r->err);
     if (rc != MGPU_OK)
         return rc;
     sr->src = mgpu_executor_source(sr->ex);
-    for (size_t p = 0; p < 3 && r->req->n_lora; p++)
-        if (LORA_PARTS[p] == s) {
-            rc = mgpu_lora_set_create(sr->be, r->slot[s].model,
-                                      (const mgpu_lora_resolved *const *)r->resolved,
-                                      r->req->lora_strengths, r->req->n_lora, p, &sr->lora, r->err);
-            if (rc != MGPU_OK)
-                return rc;
-            sr->src.lora = sr->lora;
-            r->res->lora_adapters += mgpu_lora_set_adapter_count(sr->lora);
-        }
+    if (sr->lora)
+        sr->src = mgpu_lora_set_source(sr->lora, sr->src);
     emit(r, (mgpu_t2i_event){.kind = MGPU_T2I_STAGE_START, .stage = s, .plan = plan});
     return MGPU_OK;
 }
 
 static void stage_end(run *r, stage_run *sr, bool ok)
 {
-    mgpu_lora_set_free(sr->lora);
-    sr->lora = NULL;
-    sr->src.lora = NULL;
-    if (!sr->ex)
+    if (!sr->ex) {
+        mgpu_lora_set_free(sr->lora);
+        sr->lora = NULL;
         return;
+    }
     mgpu_t2i_stage_stats *st = &r->res->stage[sr->stage];
     const mgpu_plan *plan = r->slot[sr->stage].plan;
     mgpu_executor_stats(sr->ex, &st->exec);
     mgpu_executor_free(sr->ex);
     sr->ex = NULL;
+    mgpu_lora_set_free(sr->lora); /* after the executor: it reads the merged mask */
+    sr->lora = NULL;
     st->seconds = now() - sr->t0;
     st->compute = plan->devices->devices[plan->compute].name;
     st->planned_bytes = plan->device[plan->compute].placed_bytes;

@@ -83,6 +83,10 @@ typedef struct mgpu_t2i_request {
     const char *const *lora_paths;
     const float *lora_strengths;
     size_t n_lora;
+    /* Merge-once (opt-in): LoRAs on F32/F16/BF16 weights resident on the
+     * compute device are merged into copies of them once per stage; the
+     * others are still applied at use (mgpu_lora_set_merge). */
+    bool lora_merge;
     void (*progress)(void *context, const mgpu_t2i_event *event);
     void *progress_context;
 } mgpu_t2i_request;
@@ -94,6 +98,7 @@ typedef struct mgpu_t2i_result {
     const char *arch; /* "flux-dev" or "flux-schnell" */
     int64_t clip_dropped, t5_tokens, t5_dropped;
     size_t lora_adapters; /* adapters applied, over all stages */
+    size_t lora_merged;   /* of those, merged into their weights */
     mgpu_t2i_stage_stats stage[MGPU_T2I_STAGES];
     double total_seconds;
 } mgpu_t2i_result;

@@ -737,6 +737,18 @@ static void test_generate(void **state)
     if (r.code != 0)
         fail_msg("exit %d: %s", r.code, r.err);
     assert_non_null(strstr(r.err, "LoRA adapters applied"));
+    assert_null(strstr(r.err, "merged"));
+    run_free(&r);
+    /* merge-once: the Q4_K weights keep the at-use path, the F16 ones
+     * (rows without whole blocks) are merged */
+    snprintf(args, sizeof args,
+             "%s --prompt 'a lighthouse at dusk' --width 48 --height 32 --lora '%s:0.7' "
+             "--lora-merge -o '%s'",
+             common, lora, png2);
+    r = run(args);
+    if (r.code != 0)
+        fail_msg("exit %d: %s", r.code, r.err);
+    assert_non_null(strstr(r.err, "merged into their weights)"));
     run_free(&r);
     char *with_lora = NULL;
     uint64_t size2 = 0;
@@ -746,34 +758,54 @@ static void test_generate(void **state)
     remove(png2);
     /* forward --lora: strength 0 is the model without it, bit for bit;
      * strength 1 changes the output */
-    char fin[1024], fo[3][1024];
+    char fin[1024], fo[4][1024];
     snprintf(fin, sizeof fin, "%s", test_path("gen-fin.safetensors"));
-    for (int k = 0; k < 3; k++)
-        snprintf(fo[k], sizeof fo[k], "%s", test_path(k == 0 ? "fo0.safetensors"
-                                                    : k == 1 ? "fo1.safetensors"
-                                                             : "fo2.safetensors"));
+    for (int k = 0; k < 4; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "fo%d.safetensors", k);
+        snprintf(fo[k], sizeof fo[k], "%s", test_path(name));
+    }
     assert_int_equal(synth_write_flux_inputs("flux-schnell", SYNTH_SCALE_TINY, 1, 4, 6, 5, 8, fin,
                                              &err),
                      MGPU_OK);
-    const char *strengths[3] = {"", ":0", ":1"};
-    for (int k = 0; k < 3; k++) {
+    const char *strengths[4] = {"", ":0", ":1", ":1"};
+    for (int k = 0; k < 4; k++) {
         char lora_arg[1100] = "";
         if (k)
-            snprintf(lora_arg, sizeof lora_arg, "--lora '%s%s'", lora, strengths[k]);
+            snprintf(lora_arg, sizeof lora_arg, "--lora '%s%s'%s", lora, strengths[k],
+                     k == 3 ? " --lora-merge" : "");
         snprintf(args, sizeof args,
                  "forward --model '%s' --inputs '%s' -o '%s' --set num_heads=2 --gemm f32 %s",
                  flux, fin, fo[k], lora_arg);
         r = run(args);
         if (r.code != 0)
             fail_msg("exit %d: %s", r.code, r.err);
+        if (k == 3) { /* some merged, the quantized ones at use */
+            size_t n = 0, merged = 0;
+            const char *line = strstr(r.err, "LoRA adapters, ");
+            assert_non_null(line);
+            line--; /* the space, then the count */
+            while (line > r.err && line[-1] >= '0' && line[-1] <= '9')
+                line--;
+            assert_int_equal(sscanf(line, "%zu LoRA adapters, %zu merged", &n, &merged), 2);
+            assert_true(merged > 0 && merged < n);
+        }
         run_free(&r);
     }
-    float *o0 = read_output(fo[0], "out", 16 * 4 * 6), *o1 = read_output(fo[1], "out", 16 * 4 * 6),
-          *o2 = read_output(fo[2], "out", 16 * 4 * 6);
-    assert_memory_equal(o0, o1, 16 * 4 * 6 * sizeof(float));
-    assert_true(memcmp(o0, o2, 16 * 4 * 6 * sizeof(float)) != 0);
-    free(o0), free(o1), free(o2);
-    for (int k = 0; k < 3; k++)
+    const int64_t n_out = 16 * 4 * 6;
+    float *o0 = read_output(fo[0], "out", n_out), *o1 = read_output(fo[1], "out", n_out),
+          *o2 = read_output(fo[2], "out", n_out), *o3 = read_output(fo[3], "out", n_out);
+    assert_memory_equal(o0, o1, (size_t)n_out * sizeof(float));
+    assert_true(memcmp(o0, o2, (size_t)n_out * sizeof(float)) != 0);
+    /* merged: near the at-use result, far nearer than to no LoRA */
+    double d_use = 0, d_none = 0;
+    for (int64_t i = 0; i < n_out; i++) {
+        d_use = fmax(d_use, fabs((double)o3[i] - o2[i]));
+        d_none = fmax(d_none, fabs((double)o0[i] - o2[i]));
+    }
+    assert_true(d_use < 0.1 * d_none);
+    free(o0), free(o1), free(o2), free(o3);
+    for (int k = 0; k < 4; k++)
         remove(fo[k]);
     remove(fin);
     /* a file that is no LoRA */

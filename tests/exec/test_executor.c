@@ -93,7 +93,7 @@ static void run_placement(const char *devices, const char *alloc, uint64_t stagi
                              2, &be, &err),
                          MGPU_OK);
         mgpu_executor *ex;
-        mgpu_executor_options opts = {staging, 1};
+        mgpu_executor_options opts = {staging, 1, NULL};
         assert_int_equal(mgpu_executor_create(plan, be, &opts, &ex, &err), MGPU_OK);
         mgpu_tensor_source src = mgpu_executor_source(ex);
         float *out = malloc(out_count * sizeof(float));
@@ -151,7 +151,7 @@ static void test_staging_budget(void **state)
     mgpu_backend *be = NULL;
     assert_int_equal(mgpu_backend_cpu_create(1, &be, &err), MGPU_OK);
     /* too small for the largest block: refused, saying why */
-    mgpu_executor_options tiny = {4096, 1};
+    mgpu_executor_options tiny = {4096, 1, NULL};
     assert_int_equal(mgpu_executor_create(plan, be, &tiny, &ex, &err), MGPU_ERR_ARGUMENT);
     mgpu_backend_free(be);
     assert_non_null(strstr(err.message, "largest streamed block"));
