@@ -55,6 +55,18 @@ static void fill(float *v, uint64_t n, uint64_t *state, const synth_tensor *t)
     }
 }
 
+/* Drops the tensors of blocks numbered max and above ("double_blocks.N."). */
+static void keep_blocks_below(synth_list *list, int max)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < list->count; i++) {
+        const char *b = strstr(list->items[i].name, "_blocks.");
+        if (!b || atoi(b + 8) < max)
+            list->items[kept++] = list->items[i];
+    }
+    list->count = kept;
+}
+
 mgpu_status synth_write(const synth_options *o, mgpu_error *err)
 {
     synth_list list = {0};
@@ -62,6 +74,8 @@ mgpu_status synth_write(const synth_options *o, mgpu_error *err)
         snprintf(err->message, sizeof err->message, "unknown architecture '%s'", o->arch);
         return err->status = MGPU_ERR_ARGUMENT;
     }
+    if (o->max_blocks > 0)
+        keep_blocks_below(&list, o->max_blocks);
     mgpu_status s = MGPU_OK;
     mgpu_safetensors_writer *sw = NULL;
     mgpu_gguf_writer *gw = NULL;

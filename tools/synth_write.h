@@ -16,6 +16,9 @@ typedef struct synth_options {
     const char *prefix; /* prepended to every name, e.g. "model.diffusion_model." */
     const char *out;
     int sparse; /* leave the data as zeros without writing it */
+    /* FLUX: keep only double and single blocks numbered below this (full
+     * widths at a depth that fits in a benchmark machine's memory); 0: all */
+    int max_blocks;
 } synth_options;
 
 /* The dtype a tensor is stored in: block types only where rows hold whole

@@ -174,13 +174,54 @@ static void cpu_linear(mgpu_backend *be, const float *x, int64_t rows, int64_t i
                           (long long)in, mgpu_dtype_name(w.dtype));
 }
 
+/* convert and encode run in chunks on the pool: merge-once converts whole
+ * models' worth of weights. */
+typedef struct convert_job {
+    mgpu_dtype dtype;
+    const void *src;
+    void *dst;
+    int64_t block_elems;
+    size_t block_bytes;
+    mgpu_status status; /* of the first failing chunk; chunks fail alike */
+} convert_job;
+
+static void convert_chunk(void *ctx, int64_t begin, int64_t end)
+{
+    convert_job *j = ctx;
+    mgpu_status s = mgpu_dequantize(j->dtype, (const uint8_t *)j->src + (size_t)begin * j->block_bytes,
+                                    (float *)j->dst + begin * j->block_elems,
+                                    (uint64_t)((end - begin) * j->block_elems));
+    if (s != MGPU_OK)
+        j->status = s;
+}
+
 static void cpu_convert(mgpu_backend *be, mgpu_wref src, int64_t n, float *dst)
 {
     SKIP_IF_FAILED(be);
-    mgpu_status s = mgpu_dequantize(src.dtype, src.data, dst, (uint64_t)n);
+    const mgpu_dtype_info *info = mgpu_dtype_get_info(src.dtype);
+    mgpu_status s = MGPU_ERR_UNSUPPORTED;
+    if (info && info->block_elems > 0 && n % info->block_elems == 0) {
+        convert_job j = {src.dtype, src.data, dst, info->block_elems, info->block_bytes, MGPU_OK};
+        mgpu_threadpool_run(pool(be), convert_chunk, &j, n / info->block_elems,
+                            (1 << 16) / info->block_elems + 1);
+        s = j.status;
+    }
     if (s != MGPU_OK)
         mgpu_backend_fail(be, s, "cannot convert %lld %s values", (long long)n,
                           mgpu_dtype_name(src.dtype));
+}
+
+static void encode_chunk(void *ctx, int64_t begin, int64_t end)
+{
+    convert_job *j = ctx;
+    const float *x = (const float *)j->src + begin;
+    uint16_t *d = (uint16_t *)j->dst + begin;
+    if (j->dtype == MGPU_DTYPE_BF16) {
+        mgpu_cpu_to_bf16(x, d, end - begin);
+    } else {
+        for (int64_t i = 0; i < end - begin; i++)
+            d[i] = mgpu_f32_to_f16(x[i]);
+    }
 }
 
 static void cpu_encode(mgpu_backend *be, const float *src, int64_t n, mgpu_dtype dtype, void *dst)
@@ -189,9 +230,8 @@ static void cpu_encode(mgpu_backend *be, const float *src, int64_t n, mgpu_dtype
     if (dtype == MGPU_DTYPE_F32) {
         memmove(dst, src, (size_t)n * sizeof(float));
     } else if (dtype == MGPU_DTYPE_F16 || dtype == MGPU_DTYPE_BF16) {
-        uint16_t *d = dst;
-        for (int64_t i = 0; i < n; i++)
-            d[i] = dtype == MGPU_DTYPE_F16 ? mgpu_f32_to_f16(src[i]) : mgpu_f32_to_bf16(src[i]);
+        convert_job j = {dtype, src, dst, 1, 0, MGPU_OK};
+        mgpu_threadpool_run(pool(be), encode_chunk, &j, n, 1 << 16);
     } else {
         mgpu_backend_fail(be, MGPU_ERR_UNSUPPORTED, "cannot encode f32 values as %s",
                           mgpu_dtype_name(dtype));
