@@ -152,6 +152,11 @@ typedef struct mgpu_backend_ops {
      * (row stride dst_stride): slices, concatenations, column splits. */
     void (*copy_2d)(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
                     int64_t src_stride, int64_t rows, int64_t cols);
+    /* dst[r][c] += k * src[r][c] over rows x cols with row strides: the
+     * product is rounded, then the sum (no fused multiply-add). A LoRA's
+     * update of its slice of a linear layer's output. No aliasing. */
+    void (*axpy_2d)(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
+                    int64_t src_stride, int64_t rows, int64_t cols, float k);
     /* y[c][r] = x[r][c]; y does not alias x. */
     void (*transpose)(mgpu_backend *be, const float *x, int64_t rows, int64_t cols, float *y);
     /* [tokens][heads * d] <-> [heads][tokens][d]. */

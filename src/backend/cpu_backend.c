@@ -353,6 +353,13 @@ static void cpu_attention(mgpu_backend *be, const float *q, const float *k, cons
                           pool(be));
 }
 
+static void cpu_axpy_2d(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
+                        int64_t src_stride, int64_t rows, int64_t cols, float k)
+{
+    SKIP_IF_FAILED(be);
+    mgpu_cpu_axpy_2d(dst, dst_stride, src, src_stride, rows, cols, k, pool(be));
+}
+
 static void cpu_copy_2d(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
                         int64_t src_stride, int64_t rows, int64_t cols)
 {
@@ -438,6 +445,7 @@ static const mgpu_backend_ops cpu_ops = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .copy_2d = cpu_copy_2d,
+    .axpy_2d = cpu_axpy_2d,
     .transpose = cpu_transpose,
     .tokens_to_heads = cpu_tokens_to_heads,
     .heads_to_tokens = cpu_heads_to_tokens,

@@ -26,8 +26,8 @@ struct mgpu_lora_set {
     uint32_t *per_tensor;
     float *strength;   /* per LoRA file */
     size_t n_lora;
-    float *t, *u, *tmp; /* scratch */
-    int64_t t_floats, u_floats, tmp_floats;
+    float *t, *u; /* scratch: x A^T and its product with B */
+    int64_t t_floats, u_floats;
     void **merged;      /* per model tensor: its merged copy (merge-once) */
     bool *merged_mask;
     size_t merged_adapters;
@@ -133,8 +133,8 @@ void mgpu_lora_set_free(mgpu_lora_set *s)
         if (s->adapters[i].b)
             be->ops->free(be, s->adapters[i].b);
     }
-    float *scratch[3] = {s->t, s->u, s->tmp};
-    for (int i = 0; i < 3; i++)
+    float *scratch[2] = {s->t, s->u};
+    for (int i = 0; i < 2; i++)
         if (scratch[i])
             be->ops->free(be, scratch[i]);
     for (size_t i = 0; s->merged && i < mgpu_model_tensor_count(s->model); i++)
@@ -368,17 +368,13 @@ void mgpu_lora_apply(mgpu_lora_set *s, const mgpu_model_tensor *w, const float *
             return;
         }
         if (!ensure(s, &s->t, &s->t_floats, rows * d->rank) ||
-            !ensure(s, &s->u, &s->u_floats, rows * d->rows) ||
-            !ensure(s, &s->tmp, &s->tmp_floats, rows * d->rows))
+            !ensure(s, &s->u, &s->u_floats, rows * d->rows))
             return;
         mgpu_wref none = {NULL, MGPU_DTYPE_F32};
         be->ops->linear(be, x, rows, in, (mgpu_wref){d->a, MGPU_DTYPE_F32}, d->rank, none, s->t);
         be->ops->linear(be, s->t, rows, d->rank, (mgpu_wref){d->b, MGPU_DTYPE_F32}, d->rows, none,
                         s->u);
-        be->ops->scale(be, s->u, s->u, strength, rows * d->rows);
-        /* y[:, row0:row0+rows] += u, through a contiguous copy */
-        be->ops->copy_2d(be, s->tmp, d->rows, y + d->row0, out, rows, d->rows);
-        be->ops->add(be, s->tmp, s->tmp, s->u, rows * d->rows);
-        be->ops->copy_2d(be, y + d->row0, out, s->tmp, d->rows, rows, d->rows);
+        /* y[:, row0:row0+rows] += strength * u, in one pass */
+        be->ops->axpy_2d(be, y + d->row0, out, s->u, d->rows, rows, d->rows, strength);
     }
 }

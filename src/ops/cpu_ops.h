@@ -77,6 +77,9 @@ void mgpu_cpu_attention_ex(const float *q, const float *k, const float *v, float
  * row (memmove), not across rows. */
 void mgpu_cpu_copy_2d(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
                       int64_t rows, int64_t cols);
+/* dst[r][c] += k * src[r][c], the product rounded before the sum. */
+void mgpu_cpu_axpy_2d(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                      int64_t rows, int64_t cols, float k, mgpu_threadpool *pool);
 /* y[c][r] = x[r][c]; y must not overlap x. */
 void mgpu_cpu_transpose(const float *x, int64_t rows, int64_t cols, float *y);
 /* [tokens][heads * head_dim] <-> [heads][tokens][head_dim]. */

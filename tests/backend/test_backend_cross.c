@@ -777,6 +777,25 @@ static void check_layout(mgpu_backend *be)
     free(y), free(src), free(dst0);
     dfree(be, dsrc), dfree(be, ddst);
 
+    /* axpy_2d into a column slice of a wider matrix; product then sum */
+    {
+        const int64_t r2 = 9, c2 = 11, ld = 30, off = 7;
+        const float k = 0.37f;
+        float *x = rand_floats(r2 * c2, -2.0, 2.0), *y0 = rand_floats(r2 * ld, -1.0, 1.0);
+        float *dx = up(be, x, (size_t)(r2 * c2) * sizeof(float));
+        float *dy = up(be, y0, (size_t)(r2 * ld) * sizeof(float));
+        be->ops->axpy_2d(be, dy + off, ld, dx, c2, r2, c2, k);
+        float *got = down(be, dy, r2 * ld);
+        for (int64_t r = 0; r < r2; r++)
+            for (int64_t c = 0; c < c2; c++) {
+                volatile float v = k * x[r * c2 + c]; /* rounded, as specified */
+                y0[r * ld + off + c] = y0[r * ld + off + c] + v;
+            }
+        expect_same_bits("axpy_2d", be, got, y0, r2 * ld);
+        free(x), free(y0), free(got);
+        dfree(be, dx), dfree(be, dy);
+    }
+
     /* transpose */
     const int64_t tr = 37, tc = 53;
     float *x = rand_floats(tr * tc, -1.0, 1.0), *want = malloc((size_t)(tr * tc) * sizeof(float));

@@ -893,6 +893,15 @@ static void cuda_attention(mgpu_backend *be, const float *q, const float *k, con
           "attention");
 }
 
+static void cuda_axpy_2d(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
+                         int64_t src_stride, int64_t rows, int64_t cols, float k)
+{
+    cuda_backend *c = cb(be);
+    if (enter(c) && rows > 0 && cols > 0)
+        check(c, mgpu_cuda_axpy_2d(STREAM(c), dst, dst_stride, src, src_stride, rows, cols, k),
+              "axpy_2d");
+}
+
 static void cuda_copy_2d(mgpu_backend *be, float *dst, int64_t dst_stride, const float *src,
                          int64_t src_stride, int64_t rows, int64_t cols)
 {
@@ -979,6 +988,7 @@ static const mgpu_backend_ops cuda_ops = {
     .rope = cuda_rope,
     .attention = cuda_attention,
     .copy_2d = cuda_copy_2d,
+    .axpy_2d = cuda_axpy_2d,
     .transpose = cuda_transpose,
     .tokens_to_heads = cuda_tokens_to_heads,
     .heads_to_tokens = cuda_heads_to_tokens,

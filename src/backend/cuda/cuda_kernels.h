@@ -68,6 +68,9 @@ cudaError_t mgpu_cuda_transpose(cudaStream_t s, const float *x, int64_t rows, in
 /* to_heads: [tokens][heads*d] -> [heads][tokens][d]; else the reverse. */
 cudaError_t mgpu_cuda_heads(cudaStream_t s, const float *x, int64_t tokens, int64_t heads,
                             int64_t head_dim, float *out, bool to_heads);
+/* dst[r][c] += k * src[r][c] (no FMA). */
+cudaError_t mgpu_cuda_axpy_2d(cudaStream_t s, float *dst, int64_t dst_stride, const float *src,
+                              int64_t src_stride, int64_t rows, int64_t cols, float k);
 cudaError_t mgpu_cuda_copy_2d(cudaStream_t s, float *dst, int64_t dst_stride, const float *src,
                               int64_t src_stride, int64_t rows, int64_t cols);
 cudaError_t mgpu_cuda_upsample2x(cudaStream_t s, const float *x, int64_t channels, int64_t h,

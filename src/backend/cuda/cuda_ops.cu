@@ -299,6 +299,16 @@ __global__ void heads_kernel(const float *x, int64_t tokens, int64_t heads, int6
     }
 }
 
+__global__ void axpy_2d_kernel(float *dst, int64_t dst_stride, const float *src,
+                               int64_t src_stride, int64_t rows, int64_t cols, float k)
+{
+    GRID_STRIDE(i, rows * cols)
+    {
+        const int64_t r = i / cols, c = i - r * cols;
+        dst[r * dst_stride + c] += k * src[r * src_stride + c]; /* --fmad=false: no FMA */
+    }
+}
+
 __global__ void copy_2d_kernel(float *dst, int64_t dst_stride, const float *src,
                                int64_t src_stride, int64_t rows, int64_t cols)
 {
@@ -422,6 +432,15 @@ extern "C" cudaError_t mgpu_cuda_heads(cudaStream_t s, const float *x, int64_t t
 {
     heads_kernel<<<grid_for(tokens * heads * head_dim), THREADS, 0, s>>>(x, tokens, heads,
                                                                          head_dim, out, to_heads);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mgpu_cuda_axpy_2d(cudaStream_t s, float *dst, int64_t dst_stride,
+                                         const float *src, int64_t src_stride, int64_t rows,
+                                         int64_t cols, float k)
+{
+    axpy_2d_kernel<<<grid_for(rows * cols), THREADS, 0, s>>>(dst, dst_stride, src, src_stride,
+                                                             rows, cols, k);
     return cudaGetLastError();
 }
 
