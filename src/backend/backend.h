@@ -44,6 +44,11 @@ typedef enum mgpu_copy_kind {
     MGPU_COPY_HOST_TO_DEVICE,
     MGPU_COPY_DEVICE_TO_HOST,
     MGPU_COPY_DEVICE_TO_DEVICE,
+    /* From another backend's device memory (a donor GPU) into this one's:
+     * a direct peer copy where the GPUs have peer access (enabled on first
+     * use), else staged through host memory by the driver. */
+    MGPU_COPY_PEER_TO_DEVICE,
+    MGPU_COPY_KINDS
 } mgpu_copy_kind;
 
 /* A weight as stored: its bytes on the device and their dtype. */
@@ -190,6 +195,9 @@ mgpu_status mgpu_backend_cpu_create(int threads, mgpu_backend **out, mgpu_error 
 /* The same computation with host_visible false, so callers take the paths
  * a discrete GPU needs (uploads, bounce buffers); for tests. */
 mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mgpu_error *err);
+/* Bytes a CPU backend has copied of one kind since it was created (0 for
+ * other backends): lets tests see which path streamed weights took. */
+uint64_t mgpu_backend_cpu_copied_bytes(const mgpu_backend *be, mgpu_copy_kind kind);
 /* The CPU backend's thread count. */
 int mgpu_backend_cpu_threads(const mgpu_backend *be);
 

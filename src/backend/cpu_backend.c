@@ -9,6 +9,7 @@
  * models take the paths a GPU needs (uploads, bounce buffers, device copies
  * of resident weights) while still computing here: the tests use it to
  * check those paths give the same bits. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@ typedef struct cpu_impl {
         float *data;
         int64_t floats;
     } param[N_PARAMS]; /* decoded narrow parameters, one buffer per slot */
+    _Atomic uint64_t copied[MGPU_COPY_KINDS]; /* bytes, by copy kind (tests, diagnostics) */
 } cpu_impl;
 
 struct mgpu_event {
@@ -76,7 +78,9 @@ static void cpu_free(mgpu_backend *be, void *ptr)
 static mgpu_status cpu_copy(mgpu_backend *be, int queue, void *dst, const void *src, size_t bytes,
                             mgpu_copy_kind kind, mgpu_error *err)
 {
-    (void)be, (void)queue, (void)kind, (void)err;
+    (void)queue, (void)err;
+    if ((unsigned)kind < MGPU_COPY_KINDS)
+        impl(be)->copied[kind] += bytes;
     if (bytes)
         memmove(dst, src, bytes);
     return MGPU_OK;
@@ -482,6 +486,13 @@ static mgpu_status create(int threads, bool host_visible, const char *name, mgpu
 mgpu_status mgpu_backend_cpu_create(int threads, mgpu_backend **out, mgpu_error *err)
 {
     return create(threads, true, "cpu", out, err);
+}
+
+uint64_t mgpu_backend_cpu_copied_bytes(const mgpu_backend *be, mgpu_copy_kind kind)
+{
+    return mgpu_backend_is_cpu(be) && (unsigned)kind < MGPU_COPY_KINDS
+               ? ((const cpu_impl *)be->impl)->copied[kind]
+               : 0;
 }
 
 mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mgpu_error *err)

@@ -526,6 +526,12 @@ static void print_stats(const mgpu_plan *plan, const mgpu_exec_stats *st, double
             (double)(c->placed_bytes + st->staging_peak_bytes) / 1048576.0,
             (double)c->placed_bytes / 1048576.0, (double)st->staging_peak_bytes / 1048576.0,
             (double)(c->placed_bytes + st->staging_budget_bytes) / 1048576.0);
+    if (st->pinned_bytes || st->pageable_bytes || st->donor_bytes)
+        fprintf(stderr,
+                "mgpu: streamed from %.2f MiB of pinned RAM, %.2f MiB of pageable RAM (could not "
+                "pin), %.2f MiB on donor GPUs\n",
+                (double)st->pinned_bytes / 1048576.0, (double)st->pageable_bytes / 1048576.0,
+                (double)st->donor_bytes / 1048576.0);
 }
 
 /* The architectures forward runs, and the --component names for them. */
@@ -711,6 +717,15 @@ int cli_forward(int argc, char **argv)
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
     }
+    /* real donor GPUs hold their share of the weights (peer copies) */
+    mgpu_backend *donors[MGPU_MAX_DEVICES] = {0};
+    if (rc == CLI_EXIT_OK) {
+        donors[plan->compute] = f.be;
+        if (mgpu_executor_open_donors(plan, donors, &err) != MGPU_OK) {
+            cli_error("%s", err.message);
+            rc = CLI_EXIT_FAILURE;
+        }
+    }
     mgpu_lora *loras[CLI_MAX_LORAS] = {0};
     mgpu_lora_resolved *resolved[CLI_MAX_LORAS] = {0};
     mgpu_lora_set *lora_set = NULL;
@@ -729,7 +744,12 @@ int cli_forward(int argc, char **argv)
         rc = CLI_EXIT_FAILURE;
     }
     /* after the LoRA set: weights it merged are not uploaded again */
-    mgpu_executor_options opts = {staging, 1, lora_set ? mgpu_lora_set_merged_mask(lora_set) : NULL};
+    mgpu_executor_options opts = {
+        .staging_bytes = staging,
+        .pace_simulated = 1,
+        .skip_resident = lora_set ? mgpu_lora_set_merged_mask(lora_set) : NULL,
+        .device_backends = donors,
+    };
     if (rc == CLI_EXIT_OK && mgpu_executor_create(plan, f.be, &opts, &ex, &err) != MGPU_OK) {
         cli_error("%s", err.message);
         rc = CLI_EXIT_FAILURE;
@@ -768,6 +788,9 @@ int cli_forward(int argc, char **argv)
         mgpu_lora_resolved_free(resolved[i]);
         mgpu_lora_free(loras[i]);
     }
+    for (int d = 0; d < MGPU_MAX_DEVICES; d++)
+        if (donors[d] && donors[d] != f.be)
+            mgpu_backend_free(donors[d]);
     mgpu_backend_free(f.be);
     mgpu_safetensors_close(f.inputs);
     mgpu_plan_free(plan);

@@ -36,6 +36,8 @@ typedef struct streamed {
     uint64_t slot_offset; /* of its aligned region */
     uint64_t lead;        /* bytes before the tensor in its region (disk alignment) */
     uint64_t region;      /* bytes read or copied into the region */
+    const void *from;     /* its pinned host or donor-GPU copy; NULL: the mapping or the disk */
+    bool peer;            /* from is on a donor GPU */
 } streamed;
 
 typedef struct unit {
@@ -58,6 +60,12 @@ struct mgpu_executor {
     mgpu_event *copied;      /* the copy thread's: its last copy finished */
     uint8_t *bounce;         /* pinned host buffer for disk reads, when not host-visible */
     void **resident;         /* per model tensor on the compute device: its device copy */
+    struct held_copy {       /* pinned host and donor-GPU copies of streamed tensors */
+        mgpu_backend *be;
+        void *data;
+        bool host;
+    } *copies;
+    size_t copy_count;
     const mgpu_model *model;
     mgpu_executor_options options;
     streamed *streamed;
@@ -157,18 +165,24 @@ static mgpu_status read_file(mgpu_executor *ex, const mgpu_model_tensor *t, uint
     return MGPU_OK;
 }
 
-/* Host -> device on the copy queue; returns when the copy has landed. */
-static mgpu_status copy_in(mgpu_executor *ex, void *dst, const void *src, uint64_t len,
-                           mgpu_error *err)
+/* Host (or donor GPU) -> device on the copy queue; returns when the copy
+ * has landed. */
+static mgpu_status copy_from(mgpu_executor *ex, void *dst, const void *src, uint64_t len,
+                             mgpu_copy_kind kind, mgpu_error *err)
 {
     mgpu_backend *be = ex->be;
-    mgpu_status s = be->ops->copy(be, MGPU_QUEUE_COPY, dst, src, (size_t)len,
-                                  MGPU_COPY_HOST_TO_DEVICE, err);
+    mgpu_status s = be->ops->copy(be, MGPU_QUEUE_COPY, dst, src, (size_t)len, kind, err);
     if (s == MGPU_OK)
         s = be->ops->event_record(be, ex->copied, MGPU_QUEUE_COPY, err);
     if (s == MGPU_OK)
         s = be->ops->event_sync(be, ex->copied, err);
     return s;
+}
+
+static mgpu_status copy_in(mgpu_executor *ex, void *dst, const void *src, uint64_t len,
+                           mgpu_error *err)
+{
+    return copy_from(ex, dst, src, len, MGPU_COPY_HOST_TO_DEVICE, err);
 }
 
 /* Copies one streamed tensor into its region (device memory), paced to the
@@ -197,6 +211,9 @@ static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *re
         }
     } else if (ex->be->host_visible) {
         memcpy(region, t->info.data, (size_t)t->info.nbytes);
+    } else if (s->from) {
+        st = copy_from(ex, region, s->from, t->info.nbytes,
+                       s->peer ? MGPU_COPY_PEER_TO_DEVICE : MGPU_COPY_HOST_TO_DEVICE, err);
     } else {
         st = copy_in(ex, region, t->info.data, t->info.nbytes, err);
     }
@@ -448,7 +465,7 @@ static const void *tensor_data(void *context, const mgpu_model_tensor *t, mgpu_e
     }
     /* A streamed module outside any block: copied once, kept. */
     if (!ex->loose[index]) {
-        streamed s = {t, index, device, 0, 0, 0};
+        streamed s = {.tensor = t, .index = index, .device = device};
         uint64_t lead = is_disk(ex, device) ? t->info.file_offset % ALIGN : 0;
         s.lead = lead;
         s.region = round_up(lead + t->info.nbytes, ALIGN);
@@ -492,6 +509,79 @@ static mgpu_status upload_resident(mgpu_executor *ex, mgpu_error *err)
     return MGPU_OK;
 }
 
+/* The backend of donor GPU `device`, when its tensors can live there. */
+static mgpu_backend *donor(const mgpu_executor *ex, int device)
+{
+    mgpu_backend *d = ex->options.device_backends ? ex->options.device_backends[device] : NULL;
+    return d && d != ex->be && !d->host_visible ? d : NULL;
+}
+
+/* For a GPU compute device: puts each unit's RAM-tier tensors into one
+ * pinned host buffer and its donor-GPU tensors into one buffer on that GPU,
+ * so the copy thread copies at the link's speed (pageable memory goes
+ * through the driver's own staging) and donor GPUs hold what the plan gave
+ * them. Disk-tier tensors keep their bounded read path. */
+static mgpu_status hold_copies(mgpu_executor *ex, mgpu_error *err)
+{
+    const int n_dev = (int)ex->plan->devices->count;
+    ex->copies = calloc(ex->unit_count * (size_t)n_dev + 1, sizeof *ex->copies);
+    if (!ex->copies)
+        return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "out of memory");
+    for (size_t k = 0; k < ex->unit_count; k++) {
+        unit *u = &ex->units[k];
+        for (int d = 0; d < n_dev; d++) {
+            mgpu_backend *dbe = donor(ex, d);
+            bool pin = !dbe && !is_disk(ex, d) && !ex->options.pageable_ram;
+            if (!dbe && !pin)
+                continue;
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < u->count; i++)
+                if (ex->streamed[u->first + i].device == d)
+                    bytes += round_up(ex->streamed[u->first + i].tensor->info.nbytes, 256);
+            if (!bytes)
+                continue;
+            void *buf = NULL;
+            mgpu_error local = {0};
+            mgpu_status s = dbe ? dbe->ops->alloc(dbe, (size_t)bytes, &buf, err)
+                                : ex->be->ops->host_alloc(ex->be, (size_t)bytes, &buf, &local);
+            if (s != MGPU_OK && dbe)
+                return s;
+            if (s != MGPU_OK) { /* cannot pin: these stay pageable */
+                ex->stats.pageable_bytes += bytes;
+                continue;
+            }
+            ex->copies[ex->copy_count++] = (struct held_copy){dbe ? dbe : ex->be, buf, !dbe};
+            uint64_t at = 0;
+            for (size_t i = 0; i < u->count && s == MGPU_OK; i++) {
+                streamed *st = &ex->streamed[u->first + i];
+                if (st->device != d)
+                    continue;
+                const mgpu_model_tensor *t = st->tensor;
+                if (!t->info.data && t->info.nbytes)
+                    return mgpu_error_set(err, MGPU_ERR_IO, "tensor '%s' has no data",
+                                          t->info.name);
+                uint8_t *dst = (uint8_t *)buf + at;
+                if (dbe)
+                    s = mgpu_backend_upload(dbe, dst, t->info.data, t->info.nbytes, err);
+                else
+                    memcpy(dst, t->info.data, (size_t)t->info.nbytes);
+                st->from = dst;
+                st->peer = dbe != NULL;
+                at += round_up(t->info.nbytes, 256);
+            }
+            if (s == MGPU_OK && dbe)
+                s = dbe->ops->synchronize(dbe, err);
+            if (s != MGPU_OK)
+                return s;
+            if (dbe)
+                ex->stats.donor_bytes += bytes;
+            else
+                ex->stats.pinned_bytes += bytes;
+        }
+    }
+    return MGPU_OK;
+}
+
 mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
                                  const mgpu_executor_options *options, mgpu_executor **out,
                                  mgpu_error *err)
@@ -505,7 +595,7 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     ex->last_entered = -1;
     ex->demand = -1;
     ex->model = plan->model;
-    ex->options = options ? *options : (mgpu_executor_options){0, 1, NULL};
+    ex->options = options ? *options : (mgpu_executor_options){.pace_simulated = 1};
     pthread_mutex_init(&ex->lock, NULL);
     pthread_cond_init(&ex->changed, NULL);
     size_t nt = mgpu_model_tensor_count(ex->model), nb = mgpu_model_block_count(ex->model);
@@ -575,6 +665,8 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
         s = be->ops->host_alloc(be, BOUNCE_BYTES, (void **)&ex->bounce, err);
     if (s == MGPU_OK && !be->host_visible)
         s = upload_resident(ex, err);
+    if (s == MGPU_OK && !be->host_visible)
+        s = hold_copies(ex, err);
     if (s != MGPU_OK) {
         mgpu_executor_free(ex);
         return s;
@@ -587,6 +679,20 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
         ex->thread_started = true;
     }
     *out = ex;
+    return MGPU_OK;
+}
+
+mgpu_status mgpu_executor_open_donors(const mgpu_plan *plan, mgpu_backend **bes, mgpu_error *err)
+{
+    for (size_t d = 0; d < plan->devices->count; d++) {
+        const mgpu_device *dev = &plan->devices->devices[d];
+        if (bes[d] || (int)d == plan->compute || dev->kind != MGPU_DEVICE_CUDA || dev->simulated ||
+            plan->device[d].placed_bytes == 0)
+            continue;
+        mgpu_status s = mgpu_backend_for_device(dev, 1, MGPU_GEMM_AUTO, &bes[d], err);
+        if (s != MGPU_OK)
+            return s;
+    }
     return MGPU_OK;
 }
 
@@ -619,6 +725,14 @@ void mgpu_executor_free(mgpu_executor *ex)
         if (ex->resident[i])
             be->ops->free(be, ex->resident[i]);
     free(ex->resident);
+    for (size_t i = 0; i < ex->copy_count; i++) {
+        struct held_copy *c = &ex->copies[i];
+        if (c->host)
+            c->be->ops->host_free(c->be, c->data);
+        else
+            c->be->ops->free(c->be, c->data);
+    }
+    free(ex->copies);
     if (ex->bounce)
         be->ops->host_free(be, ex->bounce);
     if (ex->copied)

@@ -381,6 +381,8 @@ static mgpu_status stage_begin(run *r, mgpu_t2i_stage s, stage_run *sr)
     *sr = (stage_run){.stage = s, .t0 = now()};
     const mgpu_plan *plan = r->slot[s].plan;
     mgpu_status rc = backend_for(r, plan, &sr->be);
+    if (rc == MGPU_OK) /* real donor GPUs, kept for the run like compute backends */
+        rc = mgpu_executor_open_donors(plan, r->be, r->err);
     /* LoRA first: merged weights are not uploaded by the executor */
     for (size_t p = 0; rc == MGPU_OK && p < 3 && r->req->n_lora; p++)
         if (LORA_PARTS[p] == s) {
@@ -394,8 +396,12 @@ static mgpu_status stage_begin(run *r, mgpu_t2i_stage s, stage_run *sr)
                 r->res->lora_merged += mgpu_lora_set_merged_adapter_count(sr->lora);
             }
         }
-    mgpu_executor_options opts = {r->req->staging_bytes, 1,
-                                  sr->lora ? mgpu_lora_set_merged_mask(sr->lora) : NULL};
+    mgpu_executor_options opts = {
+        .staging_bytes = r->req->staging_bytes,
+        .pace_simulated = 1,
+        .skip_resident = sr->lora ? mgpu_lora_set_merged_mask(sr->lora) : NULL,
+        .device_backends = r->be,
+    };
     if (rc == MGPU_OK)
         rc = mgpu_executor_create(plan, sr->be, &opts, &sr->ex, r->err);
     if (rc != MGPU_OK)

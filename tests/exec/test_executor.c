@@ -86,22 +86,29 @@ static void run_placement(const char *devices, const char *alloc, uint64_t stagi
     if (mgpu_plan_create(&r, &plan, &err) != MGPU_OK)
         fail_msg("'%s': %s", alloc, err.message);
     /* host-visible staging (the CPU), then the discrete-device paths:
-     * uploads of resident weights, copies on the copy queue, bounce buffers */
-    for (int discrete = 0; discrete < 2; discrete++) {
-        mgpu_backend *be = NULL;
+     * uploads of resident weights, copies on the copy queue, bounce buffers;
+     * RAM-tier tensors from pinned copies (mode 1), from the mapping
+     * (mode 2), and donor GPUs with backends of their own (mode 3) */
+    for (int mode = 0; mode < 4; mode++) {
+        const bool discrete = mode > 0;
+        mgpu_backend *be = NULL, *donors[MGPU_MAX_DEVICES] = {0};
         assert_int_equal((discrete ? mgpu_backend_cpu_create_discrete : mgpu_backend_cpu_create)(
                              2, &be, &err),
                          MGPU_OK);
+        for (size_t d = 0; mode == 3 && d < list.count; d++)
+            if (list.devices[d].kind == MGPU_DEVICE_CUDA && (int)d != plan->compute)
+                assert_int_equal(mgpu_backend_cpu_create_discrete(1, &donors[d], &err), MGPU_OK);
         mgpu_executor *ex;
-        mgpu_executor_options opts = {staging, 1, NULL};
+        mgpu_executor_options opts = {.staging_bytes = staging, .pace_simulated = 1,
+                                      .pageable_ram = mode == 2, .device_backends = donors};
         assert_int_equal(mgpu_executor_create(plan, be, &opts, &ex, &err), MGPU_OK);
         mgpu_tensor_source src = mgpu_executor_source(ex);
         float *out = malloc(out_count * sizeof(float));
         if (mgpu_flux_forward(flux, &src, &in, out, be, &err) != MGPU_OK)
             fail_msg("'%s': %s", alloc, err.message);
         if (memcmp(out, reference, out_count * sizeof(float)) != 0)
-            fail_msg("'%s' on '%s'%s: output differs from the resident run", alloc, devices,
-                     discrete ? " (discrete)" : "");
+            fail_msg("'%s' on '%s' (mode %d): output differs from the resident run", alloc,
+                     devices, mode);
         mgpu_exec_stats st;
         mgpu_executor_stats(ex, &st);
         /* each streamed block crossed once per batch item (the forward runs
@@ -116,9 +123,33 @@ static void run_placement(const char *devices, const char *alloc, uint64_t stagi
         assert_int_equal(copied, 2 * planned);
         assert_true(expect_stream ? copied > 0 : copied == 0);
         assert_true(st.staging_peak_bytes <= st.staging_budget_bytes);
+        /* where the streamed bytes were held, and which copies moved them:
+         * held = the block tensors of each source device (256-byte aligned) */
+        uint64_t held_ram = 0, held_donor = 0, from_donor = 0;
+        for (size_t i = 0; i < mgpu_model_tensor_count(model); i++) {
+            const mgpu_model_tensor *t = mgpu_model_tensor_at(model, i);
+            const int d = plan->module_device[t->module];
+            if (d == plan->compute || mgpu_model_module_at(model, t->module)->block < 0 ||
+                list.devices[d].kind == MGPU_DEVICE_DISK)
+                continue;
+            *(donors[d] ? &held_donor : &held_ram) += (t->info.nbytes + 255) / 256 * 256;
+        }
+        for (size_t d = 0; d < list.count; d++)
+            if (donors[d])
+                from_donor += st.bytes_copied[d];
+        assert_int_equal(st.pinned_bytes, mode == 1 || mode == 3 ? held_ram : 0);
+        assert_int_equal(st.donor_bytes, held_donor);
+        assert_int_equal(st.pageable_bytes, 0);
+        /* at least what was used (a prefetched block evicted unused is
+         * copied again), and none without donors */
+        const uint64_t peer = mgpu_backend_cpu_copied_bytes(be, MGPU_COPY_PEER_TO_DEVICE);
+        assert_true(peer >= from_donor);
+        assert_true(from_donor > 0 || peer == 0);
         free(out);
         mgpu_executor_free(ex);
         mgpu_backend_free(be);
+        for (size_t d = 0; d < list.count; d++)
+            mgpu_backend_free(donors[d]);
     }
     mgpu_plan_free(plan);
 }
@@ -151,7 +182,7 @@ static void test_staging_budget(void **state)
     mgpu_backend *be = NULL;
     assert_int_equal(mgpu_backend_cpu_create(1, &be, &err), MGPU_OK);
     /* too small for the largest block: refused, saying why */
-    mgpu_executor_options tiny = {4096, 1, NULL};
+    mgpu_executor_options tiny = {.staging_bytes = 4096, .pace_simulated = 1};
     assert_int_equal(mgpu_executor_create(plan, be, &tiny, &ex, &err), MGPU_ERR_ARGUMENT);
     mgpu_backend_free(be);
     assert_non_null(strstr(err.message, "largest streamed block"));

@@ -382,7 +382,7 @@ static void test_merge_streamed(void **state)
         if (mask[i])
             assert_int_equal(plan->module_device[t->module], plan->compute);
     }
-    mgpu_executor_options opts = {0, 1, mask};
+    mgpu_executor_options opts = {.pace_simulated = 1, .skip_resident = mask};
     mgpu_executor *ex;
     assert_int_equal(mgpu_executor_create(plan, disc, &opts, &ex, &err), MGPU_OK);
     /* a skipped tensor asked of the executor itself is an error, not NULL */

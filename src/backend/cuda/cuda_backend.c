@@ -41,6 +41,8 @@ enum {
 };
 enum { SCRATCH_W, SCRATCH_X, SCRATCH_TMP };
 
+enum { MGPU_MAX_PEERS = 64 };
+
 typedef struct cuda_backend {
     mgpu_backend base; /* first: the mgpu_backend * handed out points here */
     char name[32];     /* "cuda:0" */
@@ -63,6 +65,7 @@ typedef struct cuda_backend {
         void *ptr;
         size_t bytes;
     } scratch[N_SCRATCH];
+    bool peer_tried[MGPU_MAX_PEERS]; /* peer access from this device asked for, by ordinal */
 } cuda_backend;
 
 struct mgpu_event {
@@ -450,13 +453,35 @@ static mgpu_status cuda_copy(mgpu_backend *be, int queue, void *dst, const void 
     case MGPU_COPY_HOST_TO_DEVICE: k = cudaMemcpyHostToDevice, what = "host-to-device"; break;
     case MGPU_COPY_DEVICE_TO_HOST: k = cudaMemcpyDeviceToHost, what = "device-to-host"; break;
     case MGPU_COPY_DEVICE_TO_DEVICE: k = cudaMemcpyDeviceToDevice, what = "device-to-device"; break;
+    case MGPU_COPY_PEER_TO_DEVICE: k = cudaMemcpyDefault, what = "peer-to-device"; break;
     default: return set_error(err, MGPU_ERR_ARGUMENT, "%s: unknown copy kind %d", c->name, (int)kind);
     }
     if (bytes == 0)
         return MGPU_OK;
     cudaError_t e = cudaSetDevice(c->device);
-    if (e == cudaSuccess)
+    if (e == cudaSuccess && kind == MGPU_COPY_PEER_TO_DEVICE) {
+        /* The source GPU, from the pointer (unified addressing); peer access
+         * enabled once where the pair has it, else the driver stages the
+         * copy through host memory. */
+        struct cudaPointerAttributes a;
+        e = cudaPointerGetAttributes(&a, src);
+        int peer = e == cudaSuccess ? a.device : -1;
+        if (e == cudaSuccess && peer >= 0 && peer < MGPU_MAX_PEERS && peer != c->device &&
+            !c->peer_tried[peer]) {
+            int can = 0;
+            c->peer_tried[peer] = true;
+            if (cudaDeviceCanAccessPeer(&can, c->device, peer) == cudaSuccess && can) {
+                cudaError_t pe = cudaDeviceEnablePeerAccess(peer, 0);
+                if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled)
+                    e = pe;
+                (void)cudaGetLastError(); /* clear AlreadyEnabled: not an error here */
+            }
+        }
+        if (e == cudaSuccess)
+            e = cudaMemcpyPeerAsync(dst, c->device, src, peer, bytes, c->stream[queue]);
+    } else if (e == cudaSuccess) {
         e = cudaMemcpyAsync(dst, src, bytes, k, c->stream[queue]);
+    }
     if (e != cudaSuccess) {
         char b[32];
         return set_error(err, status_of(e), "%s: %s copy of %s on the %s queue: %s", c->name, what,
