@@ -25,7 +25,7 @@
 #include "core/error.h"
 #include "exec/executor.h"
 
-enum { ALIGN = 4096, BOUNCE_BYTES = 16 << 20 };
+enum { ALIGN = 4096, BOUNCE_BYTES = 16 << 20 }; /* default bounce half */
 
 typedef enum unit_state { UNIT_EMPTY, UNIT_LOADING, UNIT_READY } unit_state;
 
@@ -58,7 +58,9 @@ struct mgpu_executor {
     const mgpu_plan *plan;
     mgpu_backend *be;
     mgpu_event *copied;      /* the copy thread's: its last copy finished */
-    uint8_t *bounce;         /* pinned host buffer for disk reads, when not host-visible */
+    uint8_t *bounce;         /* pinned host buffer for disk reads, when not host-visible: */
+    mgpu_event *bounce_done[2]; /* two halves, each free again past its event */
+    uint64_t bounce_half;
     void **resident;         /* per model tensor on the compute device: its device copy */
     struct held_copy {       /* pinned host and donor-GPU copies of streamed tensors */
         mgpu_backend *be;
@@ -201,14 +203,33 @@ static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *re
         uint64_t at = t->info.file_offset - s->lead, want = s->lead + t->info.nbytes;
         if (ex->be->host_visible)
             st = read_file(ex, t, at, region, want, s->region, err);
+        /* two halves: the disk fills one while the other crosses the link */
+        bool pending[2] = {false, false};
+        int half = 0;
         for (uint64_t off = 0; !ex->be->host_visible && off < want && st == MGPU_OK;
-             off += BOUNCE_BYTES) {
-            uint64_t cap = s->region - off < BOUNCE_BYTES ? s->region - off : BOUNCE_BYTES;
+             off += ex->bounce_half, half ^= 1) {
+            uint64_t cap = s->region - off < ex->bounce_half ? s->region - off : ex->bounce_half;
             uint64_t need = want - off < cap ? want - off : cap;
-            st = read_file(ex, t, at + off, ex->bounce, need, cap, err);
+            uint8_t *b = ex->bounce + (size_t)half * ex->bounce_half;
+            if (pending[half])
+                st = ex->be->ops->event_sync(ex->be, ex->bounce_done[half], err);
+            pending[half] = false;
             if (st == MGPU_OK)
-                st = copy_in(ex, region + off, ex->bounce, need, err);
+                st = read_file(ex, t, at + off, b, need, cap, err);
+            if (st == MGPU_OK)
+                st = ex->be->ops->copy(ex->be, MGPU_QUEUE_COPY, region + off, b, (size_t)need,
+                                       MGPU_COPY_HOST_TO_DEVICE, err);
+            if (st == MGPU_OK)
+                st = ex->be->ops->event_record(ex->be, ex->bounce_done[half], MGPU_QUEUE_COPY,
+                                               err);
+            pending[half] = st == MGPU_OK;
         }
+        for (int h = 0; h < 2; h++) /* the tensor has landed before the block is ready */
+            if (pending[h]) {
+                mgpu_status w = ex->be->ops->event_sync(ex->be, ex->bounce_done[h], err);
+                if (st == MGPU_OK)
+                    st = w;
+            }
     } else if (ex->be->host_visible) {
         memcpy(region, t->info.data, (size_t)t->info.nbytes);
     } else if (s->from) {
@@ -596,6 +617,8 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     ex->demand = -1;
     ex->model = plan->model;
     ex->options = options ? *options : (mgpu_executor_options){.pace_simulated = 1};
+    ex->bounce_half = ex->options.bounce_bytes ? round_up(ex->options.bounce_bytes, ALIGN)
+                                               : BOUNCE_BYTES;
     pthread_mutex_init(&ex->lock, NULL);
     pthread_cond_init(&ex->changed, NULL);
     size_t nt = mgpu_model_tensor_count(ex->model), nb = mgpu_model_block_count(ex->model);
@@ -662,7 +685,9 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     }
     mgpu_status s = be->ops->event_create(be, &ex->copied, err);
     if (s == MGPU_OK && !be->host_visible)
-        s = be->ops->host_alloc(be, BOUNCE_BYTES, (void **)&ex->bounce, err);
+        s = be->ops->host_alloc(be, 2 * (size_t)ex->bounce_half, (void **)&ex->bounce, err);
+    for (int h = 0; h < 2 && s == MGPU_OK && !be->host_visible; h++)
+        s = be->ops->event_create(be, &ex->bounce_done[h], err);
     if (s == MGPU_OK && !be->host_visible)
         s = upload_resident(ex, err);
     if (s == MGPU_OK && !be->host_visible)
@@ -735,6 +760,9 @@ void mgpu_executor_free(mgpu_executor *ex)
     free(ex->copies);
     if (ex->bounce)
         be->ops->host_free(be, ex->bounce);
+    for (int h = 0; h < 2; h++)
+        if (ex->bounce_done[h])
+            be->ops->event_destroy(be, ex->bounce_done[h]);
     if (ex->copied)
         be->ops->event_destroy(be, ex->copied);
     for (size_t f = 0; ex->fds && f < mgpu_model_file_count(ex->model); f++)

@@ -40,6 +40,9 @@ typedef struct mgpu_executor_options {
      * created and copied peer to peer from there. Without one (simulated
      * GPUs), they are streamed from the host as RAM-tier tensors are. */
     mgpu_backend *const *device_backends;
+    /* Disk reads into a GPU go through two pinned halves of this many bytes
+     * (rounded up to 4 KiB); 0: 16 MiB. */
+    uint64_t bounce_bytes;
 } mgpu_executor_options;
 
 typedef struct mgpu_exec_stats {

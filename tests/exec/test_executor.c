@@ -99,8 +99,11 @@ static void run_placement(const char *devices, const char *alloc, uint64_t stagi
             if (list.devices[d].kind == MGPU_DEVICE_CUDA && (int)d != plan->compute)
                 assert_int_equal(mgpu_backend_cpu_create_discrete(1, &donors[d], &err), MGPU_OK);
         mgpu_executor *ex;
+        /* mode 2 also reads the disk through two 4 KiB bounce halves, so a
+         * tensor crosses in many chunks that alternate between them */
         mgpu_executor_options opts = {.staging_bytes = staging, .pace_simulated = 1,
-                                      .pageable_ram = mode == 2, .device_backends = donors};
+                                      .pageable_ram = mode == 2, .device_backends = donors,
+                                      .bounce_bytes = mode == 2 ? 4096 : 0};
         assert_int_equal(mgpu_executor_create(plan, be, &opts, &ex, &err), MGPU_OK);
         mgpu_tensor_source src = mgpu_executor_source(ex);
         float *out = malloc(out_count * sizeof(float));
