@@ -34,6 +34,8 @@
 enum { MGPU_BACKEND_ABI = 2 };
 
 typedef struct mgpu_backend mgpu_backend;
+
+enum { MGPU_ATTENTION_BF16_MIN = 64 };
 typedef struct mgpu_event mgpu_event;
 
 /* Queues: ops run on the compute queue; the streaming executor copies on
@@ -148,7 +150,10 @@ typedef struct mgpu_backend_ops {
     /* out = softmax(q k^T * scale + bias) v per head without the q_len x
      * kv_len matrix: q [heads][q_len][d], k and v [heads][kv_len][d], out
      * [heads][q_len][d]. bias [heads][q_len][kv_len] is optional (NULL);
-     * causal hides key j > query i. */
+     * causal hides key j > query i. Without bias or mask, and with q_len and
+     * kv_len both at least MGPU_ATTENTION_BF16_MIN or head_dim above 256 (the
+     * VAE's 512), a backend may round q, k, v and the probabilities to bf16
+     * (tensor cores; f32 accumulation). */
     void (*attention)(mgpu_backend *be, const float *q, const float *k, const float *v, float *out,
                       int64_t heads, int64_t q_len, int64_t kv_len, int64_t head_dim, float scale,
                       const float *bias, bool causal);

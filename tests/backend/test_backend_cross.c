@@ -709,7 +709,8 @@ static void check_attention(mgpu_backend *be)
     const att_case cases[] = {
         {2, 37, 45, 64, false, false}, {3, 33, 33, 40, true, true},
         {1, 5, 70, 128, true, false},  {2, 40, 20, 16, false, true},
-        {1, 64, 200, 128, false, false},
+        {1, 64, 200, 128, false, false}, {2, 96, 130, 128, false, false},
+        {1, 20, 20, 512, false, false}, /* the VAE's head size, short */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const att_case *ac = &cases[ci];
@@ -720,14 +721,27 @@ static void check_attention(mgpu_backend *be)
         double *ref = malloc((size_t)nq * sizeof(double)), *tol = malloc((size_t)nq * sizeof(double));
         double *p = malloc((size_t)ac->kv_len * sizeof(double));
         const double scale = (float)(1.0 / sqrt((double)ac->d));
+        /* a GPU may take this case to tensor cores (backend.h): q, k, v and
+         * the probabilities rounded to bf16, 2^-9 relative each. A score
+         * then moves by at most scale * sum|q||k| * 2^-8, a probability by
+         * twice that (relative, through the softmax), and the output by
+         * that plus the rounding of p and v, times sum p|v| <= 1. */
+        const bool bf16 = !is_cpu(be) && !ac->bias && !ac->causal &&
+                          ((ac->q_len >= MGPU_ATTENTION_BF16_MIN &&
+                            ac->kv_len >= MGPU_ATTENTION_BF16_MIN) ||
+                           ac->d > 256);
         for (int64_t h = 0; h < ac->heads; h++)
             for (int64_t i = 0; i < ac->q_len; i++) {
-                double m = -INFINITY, sum = 0.0;
+                double m = -INFINITY, sum = 0.0, qk_max = 0.0;
                 for (int64_t j = 0; j < ac->kv_len; j++) {
-                    double s = 0.0;
-                    for (int64_t c = 0; c < ac->d; c++)
+                    double s = 0.0, qk = 0.0;
+                    for (int64_t c = 0; c < ac->d; c++) {
                         s += (double)q[(h * ac->q_len + i) * ac->d + c] *
                              k[(h * ac->kv_len + j) * ac->d + c];
+                        qk += fabs((double)q[(h * ac->q_len + i) * ac->d + c] *
+                                   k[(h * ac->kv_len + j) * ac->d + c]);
+                    }
+                    qk_max = qk > qk_max ? qk : qk_max;
                     s *= scale;
                     if (bias)
                         s += bias[(h * ac->q_len + i) * ac->kv_len + j];
@@ -743,7 +757,9 @@ static void check_attention(mgpu_backend *be)
                     for (int64_t j = 0; j < ac->kv_len; j++)
                         o += p[j] / sum * v[(h * ac->kv_len + j) * ac->d + c];
                     ref[(h * ac->q_len + i) * ac->d + c] = o;
-                    tol[(h * ac->q_len + i) * ac->d + c] = 2e-5; /* |v| <= 1 */
+                    const double e_s = scale * qk_max * 0x1p-8;
+                    tol[(h * ac->q_len + i) * ac->d + c] =
+                        bf16 ? 2 * e_s + 0x1p-8 + 2e-5 : 2e-5; /* |v| <= 1 */
                 }
             }
         float *out = run_attention(be, ac, q, k, v, bias);

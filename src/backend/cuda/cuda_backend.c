@@ -37,9 +37,9 @@
 enum {
     ARENA_BYTES = 256 << 20,   /* pool arenas; bigger requests get their own */
     BLAS_WORKSPACE = 32 << 20, /* fixed cuBLAS workspace: same kernels every run */
-    N_SCRATCH = 3,
+    N_SCRATCH = 4,
 };
-enum { SCRATCH_W, SCRATCH_X, SCRATCH_TMP };
+enum { SCRATCH_W, SCRATCH_X, SCRATCH_TMP, SCRATCH_ATT };
 
 enum { MGPU_MAX_PEERS = 64 };
 
@@ -889,6 +889,95 @@ static void cuda_rope(mgpu_backend *be, float *x, int64_t heads, int64_t tokens,
         check(c, mgpu_cuda_rope(STREAM(c), x, heads, tokens, head_dim, cos_t, sin_t), "rope");
 }
 
+/* Batched bf16 x bf16 -> f32 GEMM (tensor cores, f32 accumulation), column
+ * major as cuBLAS sees it: C_i = alpha op(A_i) B_i for i < batch. */
+static bool gemm_batched(cuda_backend *c, bool trans_a, int64_t m, int64_t n, int64_t k,
+                         float alpha, const void *a, int64_t lda, long long stride_a,
+                         const void *b, int64_t ldb, long long stride_b, float *y, int64_t ldc,
+                         long long stride_c, int64_t batch, const char *op)
+{
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
+        ldc > INT_MAX || batch > INT_MAX) {
+        cuda_fail(c, MGPU_ERR_UNSUPPORTED, "%s: a GEMM dimension exceeds 2^31", op);
+        return false;
+    }
+    const float zero = 0.0f;
+    cublasStatus_t s = cublasGemmStridedBatchedEx(
+        c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha,
+        a, CUDA_R_16BF, (int)lda, stride_a, b, CUDA_R_16BF, (int)ldb, stride_b, &zero, y,
+        CUDA_R_32F, (int)ldc, stride_c, (int)batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        cuda_fail(c, s == CUBLAS_STATUS_ALLOC_FAILED ? MGPU_ERR_NO_MEMORY : MGPU_ERR_IO,
+                  "%s: cublasGemmStridedBatchedEx %lldx%lldx%lld x%lld: %s", op, (long long)m,
+                  (long long)n, (long long)k, (long long)batch, blas_msg(s));
+        return false;
+    }
+    return true;
+}
+
+/* When attention runs on tensor cores: the shapes where its products are
+ * the work (FLUX's joint attention) and head sizes beyond the fused
+ * kernel's 256 (the VAE's mid-block: 512), with neither bias nor mask.
+ * Smaller, biased or causal attention (CLIP, T5) keeps the fused f32
+ * kernel. */
+static bool attention_on_tensor_cores(int64_t q_len, int64_t kv_len, int64_t head_dim,
+                                      const float *bias, bool causal)
+{
+    return !bias && !causal &&
+           ((q_len >= MGPU_ATTENTION_BF16_MIN && kv_len >= MGPU_ATTENTION_BF16_MIN) ||
+            head_dim > 256);
+}
+
+static size_t align256(size_t n)
+{
+    return (n + 255) / 256 * 256;
+}
+
+/* Per chunk of heads: S = scale Q K^T by a batched bf16 GEMM into f32, a
+ * row softmax written as bf16 P, O = P V by a second batched GEMM. Q, K, V
+ * are rounded to bf16 once; the chunk keeps S within 256 MiB, so memory is
+ * bounded however long the sequence (FLUX.1 at 1024x1024: 3 heads of
+ * 4608 x 4608 per chunk). Row-major data is column-major transposed to
+ * cuBLAS: S^T = K Q^T is (kv x q) = op_T(K^T as d x kv) (Q^T as d x q), and
+ * O^T = V^T P^T is (d x q) = (V^T as d x kv) (P^T as kv x q). */
+static void attention_tc(cuda_backend *c, const float *q, const float *k, const float *v,
+                         float *out, int64_t heads, int64_t q_len, int64_t kv_len, int64_t d,
+                         float scale)
+{
+    const char *op = "attention (tensor cores)";
+    const size_t nq = (size_t)(heads * q_len * d), nk = (size_t)(heads * kv_len * d);
+    const size_t per_head = (size_t)q_len * (size_t)kv_len;
+    int64_t chunk = (int64_t)((size_t)(256 << 20) / (per_head * sizeof(float)));
+    chunk = chunk < 1 ? 1 : chunk > heads ? heads : chunk;
+    const size_t at_k = align256(nq * 2), at_v = at_k + align256(nk * 2);
+    const size_t at_s = at_v + align256(nk * 2);
+    const size_t at_p = at_s + align256((size_t)chunk * per_head * sizeof(float));
+    uint8_t *buf = scratch(c, SCRATCH_ATT, at_p + (size_t)chunk * per_head * 2);
+    if (!buf)
+        return;
+    void *qb = buf, *kb = buf + at_k, *vb = buf + at_v, *pb = buf + at_p;
+    float *sb = (float *)(buf + at_s);
+    cudaStream_t st = STREAM(c);
+    if (!check(c, mgpu_cuda_f32_to_bf16(st, q, (int64_t)nq, qb), op) ||
+        !check(c, mgpu_cuda_f32_to_bf16(st, k, (int64_t)nk, kb), op) ||
+        !check(c, mgpu_cuda_f32_to_bf16(st, v, (int64_t)nk, vb), op))
+        return;
+    const long long sq = (long long)(q_len * d), sk = (long long)(kv_len * d);
+    const long long ss = (long long)per_head;
+    for (int64_t h0 = 0; h0 < heads; h0 += chunk) {
+        const int64_t hc = heads - h0 < chunk ? heads - h0 : chunk;
+        const uint8_t *kh = (const uint8_t *)kb + (size_t)(h0 * sk) * 2;
+        const uint8_t *qh = (const uint8_t *)qb + (size_t)(h0 * sq) * 2;
+        const uint8_t *vh = (const uint8_t *)vb + (size_t)(h0 * sk) * 2;
+        if (!gemm_batched(c, true, kv_len, q_len, d, scale, kh, d, sk, qh, d, sq, sb, kv_len, ss,
+                          hc, op) ||
+            !check(c, mgpu_cuda_softmax_bf16(st, sb, hc * q_len, kv_len, pb), op) ||
+            !gemm_batched(c, false, d, q_len, kv_len, 1.0f, vh, d, sk, pb, kv_len, ss,
+                          out + h0 * sq, d, sq, hc, op))
+            return;
+    }
+}
+
 static void cuda_attention(mgpu_backend *be, const float *q, const float *k, const float *v,
                            float *out, int64_t heads, int64_t q_len, int64_t kv_len,
                            int64_t head_dim, float scale, const float *bias, bool causal)
@@ -902,6 +991,10 @@ static void cuda_attention(mgpu_backend *be, const float *q, const float *k, con
               cudaMemsetAsync(out, 0, (size_t)(heads * q_len * head_dim) * sizeof(float),
                               STREAM(c)),
               "attention");
+        return;
+    }
+    if (attention_on_tensor_cores(q_len, kv_len, head_dim, bias, causal)) {
+        attention_tc(c, q, k, v, out, heads, q_len, kv_len, head_dim, scale);
         return;
     }
     const size_t smem = mgpu_cuda_attention_smem(head_dim);

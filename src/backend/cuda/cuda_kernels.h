@@ -56,6 +56,9 @@ cudaError_t mgpu_cuda_unary(cudaStream_t s, int op, float *x, int64_t n);
 cudaError_t mgpu_cuda_add(cudaStream_t s, float *y, const float *a, const float *b, int64_t n);
 cudaError_t mgpu_cuda_mul(cudaStream_t s, float *y, const float *a, const float *b, int64_t n);
 cudaError_t mgpu_cuda_scale(cudaStream_t s, float *y, const float *x, float k, int64_t n);
+/* p [rows][cols] bf16 = softmax of each row of x (f32, left as it is). */
+cudaError_t mgpu_cuda_softmax_bf16(cudaStream_t s, const float *x, int64_t rows, int64_t cols,
+                                   void *p);
 cudaError_t mgpu_cuda_softmax_rows(cudaStream_t s, float *x, int64_t rows, int64_t cols);
 cudaError_t mgpu_cuda_modulate(cudaStream_t s, float *y, const float *x, int64_t rows,
                                int64_t dim, const float *shift, const float *scale);

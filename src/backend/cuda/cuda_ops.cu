@@ -4,6 +4,8 @@
  * except where a libm function (expf, erff) rounds differently by an ulp.
  * Reductions (norm statistics, softmax sums) run in double, each row in one
  * thread block with a fixed tree: the bits depend only on the shapes. */
+#include <cuda_bf16.h>
+
 #include "backend/cuda/cuda_decode.cuh"
 #include "backend/cuda/cuda_kernels.h"
 
@@ -244,6 +246,35 @@ __global__ void softmax_kernel(float *x, int64_t rows, int64_t cols)
     }
 }
 
+/* p[r][i] = bf16(softmax of row r of s): the tensor-core attention's
+ * probabilities. Three passes over a row (max, sum, write), which stays in
+ * cache between them; sums in double as softmax_kernel. A NaN anywhere in a
+ * row makes it NaN. */
+__global__ void softmax_bf16_kernel(const float *x, int64_t rows, int64_t cols,
+                                    __nv_bfloat16 *p)
+{
+    __shared__ double sh[THREADS];
+    __shared__ float shf[THREADS];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float *xr = x + r * cols;
+        float m = -INFINITY;
+        bool nan = false;
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+            m = xr[i] > m ? xr[i] : m;
+            nan |= xr[i] != xr[i];
+        }
+        m = block_max(m, shf);
+        if (__syncthreads_or(nan))
+            m = __int_as_float(0x7FC00000);
+        double s = 0.0;
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
+            s += expf(xr[i] - m);
+        const float inv = (float)(1.0 / block_sum(s, sh));
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
+            p[r * cols + i] = __float2bfloat16_rn(expf(xr[i] - m) * inv);
+    }
+}
+
 /* x [heads][tokens][head_dim]; one thread per pair. */
 __global__ void rope_kernel(float *x, int64_t rows, int64_t tokens, int64_t head_dim,
                             const float *cos_t, const float *sin_t)
@@ -391,6 +422,13 @@ extern "C" cudaError_t mgpu_cuda_scale(cudaStream_t s, float *y, const float *x,
 extern "C" cudaError_t mgpu_cuda_softmax_rows(cudaStream_t s, float *x, int64_t rows, int64_t cols)
 {
     softmax_kernel<<<rows_grid(rows), THREADS, 0, s>>>(x, rows, cols);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mgpu_cuda_softmax_bf16(cudaStream_t s, const float *x, int64_t rows,
+                                              int64_t cols, void *p)
+{
+    softmax_bf16_kernel<<<rows_grid(rows), THREADS, 0, s>>>(x, rows, cols, (__nv_bfloat16 *)p);
     return cudaGetLastError();
 }
 
