@@ -69,10 +69,10 @@ int main(int argc, char **argv)
                            mgpu_safetensors_find(in, "guidance")->data};
     float *out = malloc(16 * 16 * 16 * sizeof(float));
     mgpu_backend *be;
-    if (mgpu_backend_cpu_create(0, &be, &err) || mgpu_backend_cpu_set_gemm(be, MGPU_GEMM_AUTO, &err))
+    if (mgpu_backend_cpu_create(0, &be, &err) || mgpu_backend_set_gemm(be, MGPU_GEMM_AUTO, &err))
         return die("backend", &err);
     printf("FLUX.1-dev Q8_0 (synthetic), 16x16 latent + 64 text tokens, %s GEMM, one pass each\n\n",
-           mgpu_backend_cpu_gemm_name(be));
+           mgpu_backend_gemm_name(be));
     printf("| placement | LoRA | adapters | s/step | vs none |\n| --- | --- | ---: | ---: | ---: |\n");
     const struct {
         const char *name, *devices, *alloc;

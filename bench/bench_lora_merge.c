@@ -255,7 +255,7 @@ static int timing(const char *work, mgpu_error *err)
         open_model(&m, model_path, inputs_path, 16, 16, 64, 0, err))
         return die("synth full", err);
     mgpu_backend *be;
-    if (mgpu_backend_cpu_create(0, &be, err) || mgpu_backend_cpu_set_gemm(be, MGPU_GEMM_AUTO, err))
+    if (mgpu_backend_cpu_create(0, &be, err) || mgpu_backend_set_gemm(be, MGPU_GEMM_AUTO, err))
         return die("backend", err);
     mgpu_device_list devs;
     mgpu_plan *plan;
@@ -265,7 +265,7 @@ static int timing(const char *work, mgpu_error *err)
     printf("\nTime: FLUX.1-dev widths in BF16, %d double + %d single blocks (%.1f GB), 16x16 latent "
            "+ 64 text tokens, %s GEMM, the faster of two passes each\n\n",
            BLOCKS, BLOCKS, (double)plan->device[plan->compute].placed_bytes / 1e9,
-           mgpu_backend_cpu_gemm_name(be));
+           mgpu_backend_gemm_name(be));
     printf("| LoRA | adapters | merge (s) | strength change (s) | at use s/pass | merged s/pass | "
            "none s/pass |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     mgpu_tensor_source plain = mgpu_resident_source();

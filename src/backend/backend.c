@@ -55,12 +55,26 @@ mgpu_status mgpu_backend_for_device(const mgpu_device *d, int threads, mgpu_gemm
                                     mgpu_backend **out, mgpu_error *err)
 {
     *out = NULL;
-    if (d->kind == MGPU_DEVICE_CUDA && !d->simulated)
-        return mgpu_backend_cuda_create(d->ordinal, out, err);
-    mgpu_status s = mgpu_backend_cpu_create(threads, out, err);
-    if (s == MGPU_OK && (s = mgpu_backend_cpu_set_gemm(*out, gemm, err)) != MGPU_OK) {
+    mgpu_status s = d->kind == MGPU_DEVICE_CUDA && !d->simulated
+                        ? mgpu_backend_cuda_create(d->ordinal, out, err)
+                        : mgpu_backend_cpu_create(threads, out, err);
+    if (s == MGPU_OK && (s = mgpu_backend_set_gemm(*out, gemm, err)) != MGPU_OK) {
         mgpu_backend_free(*out);
         *out = NULL;
     }
     return s;
+}
+
+mgpu_status mgpu_backend_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
+                                  mgpu_error *err)
+{
+    if ((unsigned)precision > MGPU_GEMM_FP8)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "%s: unknown GEMM precision %d", be->name,
+                              (int)precision);
+    return be->ops->set_gemm(be, (int)precision, err);
+}
+
+const char *mgpu_backend_gemm_name(const mgpu_backend *be)
+{
+    return be->ops->gemm_name(be);
 }

@@ -181,6 +181,10 @@ typedef struct mgpu_backend_ops {
     /* [channels][h][w] -> [channels][2h][2w], nearest neighbour. */
     void (*upsample2x)(mgpu_backend *be, const float *x, int64_t channels, int64_t h, int64_t w,
                        float *y);
+
+    /* GEMM precision (mgpu_backend_set_gemm, mgpu_backend_gemm_name). */
+    mgpu_status (*set_gemm)(mgpu_backend *be, int precision, mgpu_error *err);
+    const char *(*gemm_name)(const mgpu_backend *be);
 } mgpu_backend_ops;
 
 struct mgpu_backend {
@@ -216,12 +220,18 @@ typedef enum mgpu_gemm_precision {
     MGPU_GEMM_F32,
     MGPU_GEMM_BF16,
     MGPU_GEMM_AUTO,
+    /* On a GPU with fp8 tensor cores (compute capability 8.9 and up),
+     * F8_E4M3 weights multiply as fp8 with the activations rounded to e4m3
+     * under one scale per call (ComfyUI's fp8_e4m3fn_fast): faster, and
+     * less precise. Elsewhere (other GPUs, the CPU) the same as auto. */
+    MGPU_GEMM_FP8,
 } mgpu_gemm_precision;
-mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
-                                      mgpu_error *err);
-/* "f32" or "bf16": what the CPU backend's linear layers use now ("its
- * own" for other backends). */
-const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be);
+/* Sets how a backend's linear layers multiply. On a GPU: auto and bf16
+ * are bf16 tensor cores (f32 weights in f32), f32 is f32 throughout. */
+mgpu_status mgpu_backend_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
+                                  mgpu_error *err);
+/* What the linear layers use now: "f32", "bf16", "fp8+bf16" ... */
+const char *mgpu_backend_gemm_name(const mgpu_backend *be);
 
 /* The backend that computes for device `d`: a real CUDA GPU through the
  * plugin; the CPU, and simulated devices (whose links are only paced), on

@@ -420,6 +420,24 @@ static void cpu_upsample2x(mgpu_backend *be, const float *x, int64_t channels, i
     mgpu_cpu_upsample2x(x, channels, h, w, y, pool(be));
 }
 
+static mgpu_status cpu_set_gemm(mgpu_backend *be, int precision, mgpu_error *err)
+{
+    bool fast = mgpu_cpu_bf16_gemm_available();
+    if (precision == MGPU_GEMM_BF16 && !fast)
+        return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
+                              "bf16 GEMM is not available on this CPU or in this build (it needs "
+                              "oneDNN and AVX512-BF16 or AMX)");
+    bool automatic = precision == MGPU_GEMM_AUTO || precision == MGPU_GEMM_FP8; /* no fp8 here */
+    bool bf16 = precision == MGPU_GEMM_BF16 || (automatic && fast);
+    impl(be)->gemm = bf16 ? MGPU_CPU_GEMM_BF16 : MGPU_CPU_GEMM_F32;
+    return MGPU_OK;
+}
+
+static const char *cpu_gemm_name(const mgpu_backend *be)
+{
+    return ((const cpu_impl *)be->impl)->gemm == MGPU_CPU_GEMM_BF16 ? "bf16" : "f32";
+}
+
 static const mgpu_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
@@ -456,6 +474,8 @@ static const mgpu_backend_ops cpu_ops = {
     .group_norm = cpu_group_norm,
     .conv2d = cpu_conv2d,
     .upsample2x = cpu_upsample2x,
+    .set_gemm = cpu_set_gemm,
+    .gemm_name = cpu_gemm_name,
 };
 
 static mgpu_status create(int threads, bool host_visible, const char *name, mgpu_backend **out,
@@ -500,31 +520,9 @@ mgpu_status mgpu_backend_cpu_create_discrete(int threads, mgpu_backend **out, mg
     return create(threads, false, "cpu (discrete)", out, err);
 }
 
-mgpu_status mgpu_backend_cpu_set_gemm(mgpu_backend *be, mgpu_gemm_precision precision,
-                                      mgpu_error *err)
-{
-    if (!mgpu_backend_is_cpu(be))
-        return MGPU_OK; /* other backends choose their own GEMM */
-    bool fast = mgpu_cpu_bf16_gemm_available();
-    if (precision == MGPU_GEMM_BF16 && !fast)
-        return mgpu_error_set(err, MGPU_ERR_UNSUPPORTED,
-                              "bf16 GEMM is not available on this CPU or in this build (it needs "
-                              "oneDNN and AVX512-BF16 or AMX)");
-    bool bf16 = precision == MGPU_GEMM_BF16 || (precision == MGPU_GEMM_AUTO && fast);
-    impl(be)->gemm = bf16 ? MGPU_CPU_GEMM_BF16 : MGPU_CPU_GEMM_F32;
-    return MGPU_OK;
-}
-
 bool mgpu_backend_is_cpu(const mgpu_backend *be)
 {
     return be->ops == &cpu_ops;
-}
-
-const char *mgpu_backend_cpu_gemm_name(const mgpu_backend *be)
-{
-    if (!mgpu_backend_is_cpu(be))
-        return "its own";
-    return ((const cpu_impl *)be->impl)->gemm == MGPU_CPU_GEMM_BF16 ? "bf16" : "f32";
 }
 
 int mgpu_backend_cpu_threads(const mgpu_backend *be)

@@ -491,8 +491,10 @@ int cli_parse_gemm(const char *v, mgpu_gemm_precision *out)
         *out = MGPU_GEMM_F32;
     else if (strcmp(v, "bf16") == 0)
         *out = MGPU_GEMM_BF16;
+    else if (strcmp(v, "fp8") == 0)
+        *out = MGPU_GEMM_FP8;
     else {
-        cli_error("--gemm takes auto, f32 or bf16, not '%s'", v);
+        cli_error("--gemm takes auto, f32, bf16 or fp8, not '%s'", v);
         return CLI_EXIT_USAGE;
     }
     return CLI_EXIT_OK;
@@ -576,7 +578,7 @@ int cli_forward(int argc, char **argv)
             fputs("usage: mgpu forward --model FILE --inputs IN.safetensors -o OUT.safetensors\n"
                   "                    [--component flux|clip|t5|vae] [--alloc STRING]\n"
                   "                    [--compute DEV] [--devices SPEC] [--staging SIZE]\n"
-                  "                    [--threads N] [--gemm auto|f32|bf16] [--repeat N]\n"
+                  "                    [--threads N] [--gemm auto|f32|bf16|fp8] [--repeat N]\n"
                   "                    [--vae-tile N] [--lora FILE[:STRENGTH]]... [--lora-merge]\n"
                   "                    [--set KEY=VALUE]...\n"
                   "  FLUX.1: IN holds x [B,16,H,W], timestep [B], context [B,T,D], y [B,V] and,\n"
@@ -589,7 +591,10 @@ int cli_forward(int argc, char **argv)
                   "  --component picks one model of an all-in-one file (default: the first).\n"
                   "  --set num_heads=N | axes_dim=A,B,C | theta=T  (defaults: FLUX.1's)\n"
                   "  --gemm: CPU linear layers in f32, or bf16 with f32 accumulation (about 2x\n"
-                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast\n"
+                  "  faster with AVX512-BF16/AMX); auto (default) picks bf16 where it is fast.\n"
+                  "  On a GPU: bf16 tensor cores (auto, bf16) or f32; fp8 runs F8_E4M3 weights\n"
+                  "  on fp8 tensor cores (compute capability 8.9+) with the activations rounded\n"
+                  "  to e4m3: faster, less precise\n"
                   "  --lora-merge: merge LoRAs once into F32/F16/BF16 weights resident on the\n"
                   "  compute device (as fast as no LoRA, rounds the sum to the weight's dtype);\n"
                   "  by default they are applied in f32 at every use\n",
@@ -774,7 +779,7 @@ int cli_forward(int argc, char **argv)
         mgpu_executor_stats(ex, &st);
         print_stats(plan, &st, f.seconds);
         fprintf(stderr, "mgpu: computed on %s, %s GEMM\n", f.be->name,
-                mgpu_backend_cpu_gemm_name(f.be));
+                mgpu_backend_gemm_name(f.be));
         if (lora_set)
             fprintf(stderr, "mgpu: %zu LoRA adapters, %zu merged into their weights\n",
                     mgpu_lora_set_adapter_count(lora_set),

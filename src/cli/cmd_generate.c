@@ -33,7 +33,7 @@ static void usage(FILE *f)
           "    --[PREFIX]alloc STRING allocation string (docs/allocation.md)\n"
           "    --devices SPEC         simulated devices (or $MGPU_DEVICES)\n"
           "  engine:\n"
-          "    --threads N  --gemm auto|f32|bf16  --staging SIZE  --vae-tile N (latent pixels)\n"
+          "    --threads N  --gemm auto|f32|bf16|fp8  --staging SIZE  --vae-tile N (latent pixels)\n"
           "    --set KEY=VALUE        FLUX settings not stored in the weights (num_heads, ...)\n"
           "    --lora FILE[:STRENGTH] a LoRA for FLUX.1, CLIP-L and/or T5 (repeatable)\n"
           "    --lora-merge           merge LoRAs once into F32/F16/BF16 weights held on the\n"

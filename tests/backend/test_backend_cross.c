@@ -265,6 +265,51 @@ static void check_linear(mgpu_backend *be)
     check_linear_case(be, &f32);
 }
 
+/* --gemm fp8: F8_E4M3 weights on fp8 tensor cores where the GPU has them,
+ * the activations rounded to e4m3 under one scale s = max|x| / 448. e4m3
+ * keeps 3 mantissa bits: each x moves by at most |x| 2^-4, or s 2^-10
+ * where x / s is below e4m3's smallest normal (2^-6); the weights are used
+ * as stored. Elsewhere (the CPU, older GPUs) the usual path, far inside
+ * that bound. */
+static void check_linear_fp8(mgpu_backend *be)
+{
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_backend_set_gemm(be, MGPU_GEMM_FP8, &err), MGPU_OK);
+    print_message("linear with --gemm fp8 on %s: %s\n", be->name, mgpu_backend_gemm_name(be));
+    const linear_case lc = {33, 256, 96, MGPU_DTYPE_F8_E4M3, MGPU_DTYPE_F32};
+    float *x = rand_floats(lc.rows * lc.in, -1.0, 1.0);
+    x[5] = 1e-4f; /* one value deep in e4m3's subnormals */
+    size_t wbytes, bbytes;
+    float *wf, *bf;
+    uint8_t *w = make_weights(lc.wt, lc.out * lc.in, &wbytes, &wf);
+    uint8_t *b = make_weights(lc.bt, lc.out, &bbytes, &bf);
+    const int64_t n = lc.rows * lc.out;
+    double *ref = malloc((size_t)n * sizeof(double)), *tol = malloc((size_t)n * sizeof(double));
+    double amax = 0.0;
+    for (int64_t i = 0; i < lc.rows * lc.in; i++)
+        amax = fmax(amax, fabs((double)x[i]));
+    const double scale = amax / 448.0, acc = (double)(lc.in + 4) * 0x1p-24;
+    for (int64_t r = 0; r < lc.rows; r++)
+        for (int64_t o = 0; o < lc.out; o++) {
+            double sum = bf[o], mag = fabs(bf[o]), round = 0.0;
+            for (int64_t i = 0; i < lc.in; i++) {
+                const double xv = x[r * lc.in + i], wv = wf[o * lc.in + i];
+                sum += xv * wv;
+                mag += fabs(xv * wv);
+                round += fabs(wv) * fmax(fabs(xv) * 0x1p-4, scale * 0x1p-10);
+            }
+            ref[r * lc.out + o] = sum;
+            tol[r * lc.out + o] = round + acc * mag + 1e-30;
+        }
+    float *y = run_linear(be, &lc, x, w, wbytes, b, bbytes);
+    expect_close("linear F8_E4M3 (--gemm fp8)", be, y, ref, tol, n);
+    float *y2 = run_linear(be, &lc, x, w, wbytes, b, bbytes);
+    expect_same_bits("linear F8_E4M3 (--gemm fp8, repeat)", be, y2, y, n);
+    assert_int_equal(mgpu_backend_set_gemm(be, is_cpu(be) ? MGPU_GEMM_F32 : MGPU_GEMM_AUTO, &err),
+                     MGPU_OK);
+    free(y), free(y2), free(ref), free(tol), free(x), free(w), free(wf), free(b), free(bf);
+}
+
 typedef struct conv_case {
     mgpu_conv2d_shape sh;
     mgpu_dtype wt;
@@ -941,6 +986,7 @@ static void run_all(mgpu_backend *be)
     check_convert_get_rows(be);
     check_encode(be);
     check_linear(be);
+    check_linear_fp8(be);
     check_conv2d(be);
     check_norms(be);
     check_elementwise(be);

@@ -187,7 +187,7 @@ static void check_forward(const char *label, const char *path, int64_t heads,
     mgpu_backend *bf = NULL;
     if (mgpu_backend_cpu_create(2, &bf, &err) != MGPU_OK)
         fail_msg("backend: %s", err.message);
-    if (mgpu_backend_cpu_set_gemm(bf, MGPU_GEMM_BF16, &err) == MGPU_OK) {
+    if (mgpu_backend_set_gemm(bf, MGPU_GEMM_BF16, &err) == MGPU_OK) {
         if (mgpu_flux_forward(flux, &source, in, pooled, bf, &err) != MGPU_OK)
             fail_msg("%s: forward in bf16: %s", label, err.message);
         double d_bf16 = rel_diff(pooled, want, n);

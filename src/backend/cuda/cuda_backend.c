@@ -29,6 +29,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/cuda_fp8.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_plugin.h"
 #include "backend/cuda/cuda_pool.h"
@@ -66,6 +67,10 @@ typedef struct cuda_backend {
         size_t bytes;
     } scratch[N_SCRATCH];
     bool peer_tried[MGPU_MAX_PEERS]; /* peer access from this device asked for, by ordinal */
+    int gemm;                        /* mgpu_gemm_precision asked for */
+    mgpu_cuda_fp8 *fp8;              /* set up on the first fp8 request, where the GPU has them */
+    bool fp8_tried;
+    char fp8_why[128];               /* why fp8 is unavailable */
 } cuda_backend;
 
 struct mgpu_event {
@@ -590,6 +595,7 @@ static void cuda_destroy(mgpu_backend *be)
             if (c->stream[q])
                 cudaStreamSynchronize(c->stream[q]);
     }
+    mgpu_cuda_fp8_destroy(c->fp8);
     if (c->blas)
         cublasDestroy(c->blas);
     mgpu_pool_destroy(&c->pool);
@@ -655,7 +661,25 @@ static void cuda_linear(mgpu_backend *be, const float *x, int64_t rows, int64_t 
         !row_bytes(c, op, w.dtype, in, &rb) || !param_ok(c, op, bias, out) || rows == 0)
         return;
     cudaStream_t s = c->stream[MGPU_QUEUE_COMPUTE];
-    const bool f32 = w.dtype == MGPU_DTYPE_F32;
+    if (c->fp8 && w.dtype == MGPU_DTYPE_F8_E4M3) {
+        void *xq = scratch(c, SCRATCH_X, (size_t)(rows * in));
+        if (!xq)
+            return;
+        char why[160];
+        mgpu_cuda_fp8_result r = mgpu_cuda_fp8_linear(c->fp8, x, rows, in, w.data, out, y, xq,
+                                                      why, sizeof why);
+        if (r == MGPU_CUDA_FP8_FAILED) {
+            cuda_fail(c, MGPU_ERR_IO, "%s: %s", op, why);
+            return;
+        }
+        if (r == MGPU_CUDA_FP8_DONE) {
+            if (bias.data)
+                check(c, mgpu_cuda_bias_add(s, y, rows, out, bias.data, (int)bias.dtype, false),
+                      op);
+            return;
+        }
+    }
+    const bool f32 = w.dtype == MGPU_DTYPE_F32 || c->gemm == MGPU_GEMM_F32;
     const size_t esz = f32 ? 4 : 2;
     const mgpu_cuda_linear_tiles t = mgpu_cuda_linear_plan(rows, in, out);
     void *xs = NULL, *ws = NULL;
@@ -713,7 +737,7 @@ static void cuda_conv2d(mgpu_backend *be, const float *x, const mgpu_conv2d_shap
     if (!row_bytes(c, op, w.dtype, k, &rb) || !param_ok(c, op, bias, sh->c_out))
         return;
     cudaStream_t s = c->stream[MGPU_QUEUE_COMPUTE];
-    const bool f32 = w.dtype == MGPU_DTYPE_F32;
+    const bool f32 = w.dtype == MGPU_DTYPE_F32 || c->gemm == MGPU_GEMM_F32;
     const size_t esz = f32 ? 4 : 2;
     const mgpu_cuda_conv_tiles t = mgpu_cuda_conv_plan(k, pixels, sh->c_out);
     void *col = scratch(c, SCRATCH_X, (size_t)t.band * (size_t)k * esz), *ws = NULL;
@@ -1076,6 +1100,33 @@ static void cuda_upsample2x(mgpu_backend *be, const float *x, int64_t channels, 
         check(c, mgpu_cuda_upsample2x(STREAM(c), x, channels, h, w, y), "upsample2x");
 }
 
+static mgpu_status cuda_set_gemm(mgpu_backend *be, int precision, mgpu_error *err)
+{
+    cuda_backend *c = cb(be);
+    c->gemm = precision;
+    if (precision != MGPU_GEMM_FP8 || c->fp8_tried)
+        return MGPU_OK;
+    c->fp8_tried = true;
+    cudaError_t e = cudaSetDevice(c->device);
+    if (e != cudaSuccess)
+        return set_error(err, status_of(e), "%s: cudaSetDevice: %s", c->name,
+                         cudaGetErrorString(e));
+    /* no fp8 tensor cores: fp8 weights are decoded to bf16, as with auto */
+    c->fp8 = mgpu_cuda_fp8_create(c->device, c->stream[MGPU_QUEUE_COMPUTE], c->blas_ws,
+                                  BLAS_WORKSPACE, c->fp8_why, sizeof c->fp8_why);
+    return MGPU_OK;
+}
+
+static const char *cuda_gemm_name(const mgpu_backend *be)
+{
+    const cuda_backend *c = (const cuda_backend *)be;
+    if (c->gemm == MGPU_GEMM_F32)
+        return "f32";
+    if (c->gemm == MGPU_GEMM_FP8)
+        return c->fp8 ? "fp8 for F8_E4M3 weights, else bf16" : "bf16 (no fp8 tensor cores here)";
+    return "bf16";
+}
+
 static const mgpu_backend_ops cuda_ops = {
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
@@ -1112,6 +1163,8 @@ static const mgpu_backend_ops cuda_ops = {
     .heads_to_tokens = cuda_heads_to_tokens,
     .conv2d = cuda_conv2d,
     .upsample2x = cuda_upsample2x,
+    .set_gemm = cuda_set_gemm,
+    .gemm_name = cuda_gemm_name,
 };
 
 /* ------------------------------------------------------------ entry points */

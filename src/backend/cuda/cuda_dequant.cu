@@ -4,6 +4,7 @@
  * reproduce the CPU's values bit for bit. Built with --fmad=false. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "backend/cuda/cuda_decode.cuh"
 #include "backend/cuda/cuda_kernels.h"
@@ -66,6 +67,37 @@ __global__ void to_f16_kernel(const float *x, int64_t n, __half *out)
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = __float2half_rn(x[i]);
+}
+
+/* amax of |x| as float bits: for non-negative floats the bit patterns
+ * order as the values, so an unsigned atomicMax finds it, in any order. */
+__global__ void amax_kernel(const float *x, int64_t n, unsigned *amax)
+{
+    unsigned m = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const unsigned b = __float_as_uint(fabsf(x[i]));
+        m = b > m ? b : m;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned v = __shfl_xor_sync(0xFFFFFFFFu, m, o);
+        m = v > m ? v : m;
+    }
+    if ((threadIdx.x & 31) == 0)
+        atomicMax(amax, m);
+}
+
+/* q = e4m3(x / scale), saturating, scale = amax / 448 (1 for an all-zero
+ * x); the first thread stores the scale for the GEMM. */
+__global__ void quant_e4m3_kernel(const float *x, int64_t n, float *scalars, __nv_fp8_storage_t *q)
+{
+    const float amax = __uint_as_float(((const unsigned *)scalars)[0]);
+    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        scalars[1] = scale;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        q[i] = __nv_cvt_float_to_fp8(x[i] / scale, __NV_SATFINITE, __NV_E4M3);
 }
 
 __global__ void bias_add_kernel(float *y, int64_t rows, int64_t cols, const uint8_t *bias,
@@ -155,6 +187,19 @@ extern "C" cudaError_t mgpu_cuda_f32_to_bf16(cudaStream_t s, const float *x, int
 extern "C" cudaError_t mgpu_cuda_f32_to_f16(cudaStream_t s, const float *x, int64_t n, void *out)
 {
     to_f16_kernel<<<grid_for(n), THREADS, 0, s>>>(x, n, (__half *)out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t mgpu_cuda_quant_e4m3(cudaStream_t s, const float *x, int64_t n,
+                                            float *scalars, void *q)
+{
+    cudaError_t e = cudaMemsetAsync(scalars, 0, sizeof(unsigned), s);
+    if (e != cudaSuccess)
+        return e;
+    amax_kernel<<<grid_for(n), THREADS, 0, s>>>(x, n, (unsigned *)scalars);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    quant_e4m3_kernel<<<grid_for(n), THREADS, 0, s>>>(x, n, scalars, (__nv_fp8_storage_t *)q);
     return cudaGetLastError();
 }
 

@@ -31,6 +31,11 @@ cudaError_t mgpu_cuda_dequant_bf16(cudaStream_t s, int dtype, const void *src, i
 /* f32 -> bf16 or f16, round to nearest even. */
 cudaError_t mgpu_cuda_f32_to_bf16(cudaStream_t s, const float *x, int64_t n, void *out);
 cudaError_t mgpu_cuda_f32_to_f16(cudaStream_t s, const float *x, int64_t n, void *out);
+/* q [n] e4m3 = x / scale, saturating, with scale = max|x| / 448 (1 when x
+ * is all zero) left in scalars[1] (device memory; scalars[0] is scratch
+ * for the maximum). */
+cudaError_t mgpu_cuda_quant_e4m3(cudaStream_t s, const float *x, int64_t n, float *scalars,
+                                 void *q);
 /* out[i][c] = table row ids[i], value c; rows of dim values (whole blocks). */
 cudaError_t mgpu_cuda_get_rows(cudaStream_t s, int dtype, const void *table, int64_t dim,
                                const int32_t *ids, int64_t n, float *out);

@@ -25,10 +25,12 @@ if(MGPU_CUDA AND CMAKE_CUDA_COMPILER)
   find_package(CUDAToolkit)
 endif()
 
-if(MGPU_CUDA AND CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublas)
+if(MGPU_CUDA AND CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublas
+   AND TARGET CUDA::cublasLt)
   set(dir ${CMAKE_CURRENT_LIST_DIR})
   add_library(mgpu_cuda MODULE
     ${dir}/cuda_backend.c
+    ${dir}/cuda_fp8.c
     ${dir}/cuda_pool.c
     ${dir}/cuda_dequant.cu
     ${dir}/cuda_ops.cu
@@ -68,7 +70,7 @@ if(MGPU_CUDA AND CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cubl
   else()
     set(cudart CUDA::cudart)
   endif()
-  target_link_libraries(mgpu_cuda PRIVATE ${cudart} CUDA::cublas Threads::Threads)
+  target_link_libraries(mgpu_cuda PRIVATE ${cudart} CUDA::cublas CUDA::cublasLt Threads::Threads)
   message(STATUS "mgpu: CUDA plugin enabled (CUDA ${CUDAToolkit_VERSION}, architectures ${MGPU_CUDA_ARCHITECTURES})")
 else()
   message(STATUS "mgpu: CUDA plugin not built (MGPU_CUDA=${MGPU_CUDA}, nvcc: ${CMAKE_CUDA_COMPILER})")
