@@ -5,7 +5,8 @@
 #   2. linear TFLOP/s at FLUX shapes (bf16 and Q8_0 weights) against cuBLAS;
 #   3. a tiny FLUX.1 forward on cuda:0 against the CPU and across
 #      placements (resident, RAM, disk), then FLUX.1-dev full-size synthetic
-#      step times at 1024x1024 resident and streamed.
+#      step times at 1024x1024 resident and streamed (Q8_0, BF16), and fp8
+#      weights on bf16 against fp8 tensor cores (--gemm fp8).
 # Prints a short table last; writes logs and details under $OUT when set
 # (else under the build folder). Meant to finish in well under 8 minutes on
 # an H100.
@@ -97,25 +98,32 @@ echo "== FLUX.1-dev step time on cuda:0"
 # (pinned copies of the RAM tier, made at load: counted in the time to
 # start, not in the step).
 flux=""
-for dtype in Q8_0 BF16; do
-    model=$work/flux1-dev-$dtype.gguf
+for dtype in Q8_0 BF16 F8_E4M3; do
+    format=gguf
+    [ $dtype = F8_E4M3 ] && format=safetensors # GGUF has no fp8 type
+    model=$work/flux1-dev-$dtype.$format
     inputs=$work/flux-inputs-1024.safetensors
-    "$build/mgpu-synth" --arch flux-dev --scale full --format gguf --dtype $dtype --sparse -o "$model"
+    "$build/mgpu-synth" --arch flux-dev --scale full --format $format --dtype $dtype --sparse -o "$model"
     "$build/mgpu-synth" --arch flux-dev --scale full --inputs 1x128x128x512 -o "$inputs"
-    for placement in "resident|" "ram-50|cuda:0,50%;cpu,*" "ram-100|cuda:0,0b;cpu,*"; do
-        name=${placement%%|*}
-        alloc=${placement#*|}
-        log=$out/flux-$dtype-$name.log
+    runs="resident|auto| ram-50|auto|cuda:0,50%;cpu,* ram-100|auto|cuda:0,0b;cpu,*"
+    # fp8 weights: bf16 tensor cores (auto) against fp8 tensor cores, resident
+    [ $dtype = F8_E4M3 ] && runs="resident|auto| resident|fp8|"
+    for run in $runs; do
+        name=${run%%|*}
+        rest=${run#*|}
+        gemm=${rest%%|*}
+        alloc=${rest#*|}
+        log=$out/flux-$dtype-$name-$gemm.log
         if timeout 120 "$build/mgpu" forward --model "$model" --inputs "$inputs" \
                 -o "$work/out.safetensors" --compute cuda:0 --alloc "$alloc" --repeat 2 \
-                >"$log" 2>&1; then
+                --gemm $gemm >"$log" 2>&1; then
             pass2=$(sed -n 's/^mgpu: pass 2: \([0-9.]*\) s$/\1/p' "$log")
             stats=$(grep '^mgpu: forward' "$log" | sed 's/^mgpu: //' | head -1)
             flux="$flux
-| $dtype | $name | $pass2 | $stats |"
+| $dtype | $name | $gemm | $pass2 | $stats |"
         else
             flux="$flux
-| $dtype | $name | FAILED (see $log) | $(grep '^mgpu:' "$log" | tail -1) |"
+| $dtype | $name | $gemm | FAILED (see $log) | $(grep '^mgpu:' "$log" | tail -1) |"
             status=1
         fi
     done
@@ -140,7 +148,7 @@ say ""
 cat "$out/bench_cuda.md" | tee -a "$summary"
 say ""
 say "FLUX.1-dev (synthetic, full size), 1024x1024, seconds per step (pass 2):"
-say "| weights | placement | s/step | executor summary |"
-say "| --- | --- | ---: | --- |"
+say "| weights | placement | GEMM | s/step | executor summary |"
+say "| --- | --- | --- | ---: | --- |"
 say "$flux"
 exit $status
