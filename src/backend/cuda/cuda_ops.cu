@@ -216,6 +216,20 @@ __global__ void gate_add_kernel(float *y, const float *x, int64_t rows, int64_t 
     GRID_STRIDE(i, rows * dim) y[i] += gate[i % dim] * x[i];
 }
 
+/* The largest value of a row, for a softmax; NaN when the row holds one,
+ * so that the whole row comes out NaN, as on the CPU. */
+__device__ float row_max(const float *xr, int64_t cols, float *shf)
+{
+    float m = -INFINITY;
+    bool nan = false;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+        m = xr[i] > m ? xr[i] : m;
+        nan |= xr[i] != xr[i];
+    }
+    m = block_max(m, shf);
+    return __syncthreads_or(nan) ? __int_as_float(0x7FC00000) : m;
+}
+
 /* Softmax of each row: max, then exp and its sum in double, then scale by
  * the f32 reciprocal, as mgpu_cpu_softmax_rows. */
 __global__ void softmax_kernel(float *x, int64_t rows, int64_t cols)
@@ -224,16 +238,7 @@ __global__ void softmax_kernel(float *x, int64_t rows, int64_t cols)
     __shared__ float shf[THREADS];
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         float *xr = x + r * cols;
-        float m = -INFINITY;
-        bool nan = false;
-        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-            m = xr[i] > m ? xr[i] : m;
-            nan |= xr[i] != xr[i];
-        }
-        m = block_max(m, shf);
-        /* a NaN anywhere makes the row NaN, as on the CPU */
-        if (__syncthreads_or(nan))
-            m = __int_as_float(0x7FC00000);
+        const float m = row_max(xr, cols, shf);
         double s = 0.0;
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
             const float e = expf(xr[i] - m);
@@ -257,15 +262,7 @@ __global__ void softmax_bf16_kernel(const float *x, int64_t rows, int64_t cols,
     __shared__ float shf[THREADS];
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const float *xr = x + r * cols;
-        float m = -INFINITY;
-        bool nan = false;
-        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-            m = xr[i] > m ? xr[i] : m;
-            nan |= xr[i] != xr[i];
-        }
-        m = block_max(m, shf);
-        if (__syncthreads_or(nan))
-            m = __int_as_float(0x7FC00000);
+        const float m = row_max(xr, cols, shf);
         double s = 0.0;
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
             s += expf(xr[i] - m);
