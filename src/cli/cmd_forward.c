@@ -726,7 +726,7 @@ int cli_forward(int argc, char **argv)
     mgpu_backend *donors[MGPU_MAX_DEVICES] = {0};
     if (rc == CLI_EXIT_OK) {
         donors[plan->compute] = f.be;
-        if (mgpu_executor_open_donors(plan, donors, &err) != MGPU_OK) {
+        if (mgpu_executor_open_donors(plan, gemm, donors, &err) != MGPU_OK) {
             cli_error("%s", err.message);
             rc = CLI_EXIT_FAILURE;
         }

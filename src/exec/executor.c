@@ -82,6 +82,7 @@ struct mgpu_executor {
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t lock;
+    pthread_mutex_t io_lock; /* disk reads: descriptors and the bounce buffer */
     pthread_cond_t changed;
     size_t cursor;
     int last_entered; /* unit, -1 before the first */
@@ -200,6 +201,9 @@ static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *re
     double start = now();
     mgpu_status st = MGPU_OK;
     if (is_disk(ex, s->device)) {
+        /* the copy thread and a loose tensor's first use on the compute
+         * thread share the descriptors and the bounce buffer */
+        pthread_mutex_lock(&ex->io_lock);
         uint64_t at = t->info.file_offset - s->lead, want = s->lead + t->info.nbytes;
         if (ex->be->host_visible)
             st = read_file(ex, t, at, region, want, s->region, err);
@@ -230,6 +234,7 @@ static mgpu_status load_tensor(mgpu_executor *ex, const streamed *s, uint8_t *re
                 if (st == MGPU_OK)
                     st = w;
             }
+        pthread_mutex_unlock(&ex->io_lock);
     } else if (ex->be->host_visible) {
         memcpy(region, t->info.data, (size_t)t->info.nbytes);
     } else if (s->from) {
@@ -620,6 +625,7 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     ex->bounce_half = ex->options.bounce_bytes ? round_up(ex->options.bounce_bytes, ALIGN)
                                                : BOUNCE_BYTES;
     pthread_mutex_init(&ex->lock, NULL);
+    pthread_mutex_init(&ex->io_lock, NULL);
     pthread_cond_init(&ex->changed, NULL);
     size_t nt = mgpu_model_tensor_count(ex->model), nb = mgpu_model_block_count(ex->model);
     size_t nf = mgpu_model_file_count(ex->model);
@@ -707,14 +713,15 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
     return MGPU_OK;
 }
 
-mgpu_status mgpu_executor_open_donors(const mgpu_plan *plan, mgpu_backend **bes, mgpu_error *err)
+mgpu_status mgpu_executor_open_donors(const mgpu_plan *plan, mgpu_gemm_precision gemm,
+                                      mgpu_backend **bes, mgpu_error *err)
 {
     for (size_t d = 0; d < plan->devices->count; d++) {
         const mgpu_device *dev = &plan->devices->devices[d];
         if (bes[d] || (int)d == plan->compute || dev->kind != MGPU_DEVICE_CUDA || dev->simulated ||
             plan->device[d].placed_bytes == 0)
             continue;
-        mgpu_status s = mgpu_backend_for_device(dev, 1, MGPU_GEMM_AUTO, &bes[d], err);
+        mgpu_status s = mgpu_backend_for_device(dev, 1, gemm, &bes[d], err);
         if (s != MGPU_OK)
             return s;
     }
@@ -769,6 +776,7 @@ void mgpu_executor_free(mgpu_executor *ex)
         if (ex->fds[f] >= 0)
             close(ex->fds[f]);
     pthread_cond_destroy(&ex->changed);
+    pthread_mutex_destroy(&ex->io_lock);
     pthread_mutex_destroy(&ex->lock);
     free(ex->streamed);
     free(ex->units);

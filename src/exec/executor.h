@@ -67,9 +67,11 @@ mgpu_status mgpu_executor_create(const mgpu_plan *plan, mgpu_backend *be,
 void mgpu_executor_free(mgpu_executor *ex);
 /* Fills bes[d], where NULL, with a backend for every real GPU of the plan
  * other than its compute device that the plan puts modules on: the donors
- * for mgpu_executor_options.device_backends. Simulated GPUs get none. The
- * caller frees what it got. */
-mgpu_status mgpu_executor_open_donors(const mgpu_plan *plan, mgpu_backend **bes, mgpu_error *err);
+ * for mgpu_executor_options.device_backends, with `gemm` (a donor may
+ * compute a later stage). Simulated GPUs get none. The caller frees what
+ * it got. */
+mgpu_status mgpu_executor_open_donors(const mgpu_plan *plan, mgpu_gemm_precision gemm,
+                                      mgpu_backend **bes, mgpu_error *err);
 mgpu_tensor_source mgpu_executor_source(mgpu_executor *ex);
 void mgpu_executor_stats(const mgpu_executor *ex, mgpu_exec_stats *out);
 

@@ -32,6 +32,7 @@ struct mgpu_lora_set {
     bool *merged_mask;
     size_t merged_adapters;
     mgpu_tensor_source inner; /* what mgpu_lora_set_source wraps */
+    bool broken;              /* a re-merge failed part-way: nothing is handed out */
 };
 
 static size_t tensor_index(const mgpu_lora_set *s, const mgpu_model_tensor *t)
@@ -286,6 +287,19 @@ mgpu_status mgpu_lora_set_merge(mgpu_lora_set *s, const mgpu_plan *plan, size_t 
     }
     if (rc == MGPU_OK)
         rc = remerge(s, SIZE_MAX, err);
+    if (rc != MGPU_OK) { /* back to at-use for everything: no half-merged weight is handed out */
+        s->be->ops->synchronize(s->be, NULL);
+        for (size_t i = 0; i < mgpu_model_tensor_count(s->model); i++) {
+            if (s->merged[i])
+                s->be->ops->free(s->be, s->merged[i]);
+            s->merged[i] = NULL;
+            s->merged_mask[i] = false;
+        }
+        for (size_t k = 0; k < s->count; k++)
+            s->adapters[k].merged = false;
+        s->merged_adapters = 0;
+        count = 0;
+    }
     if (merged)
         *merged = count;
     return rc;
@@ -299,8 +313,17 @@ mgpu_status mgpu_lora_set_strength(mgpu_lora_set *s, size_t lora, float strength
                               s->n_lora);
     if (s->strength[lora] == strength)
         return MGPU_OK;
+    const float before = s->strength[lora];
     s->strength[lora] = strength;
-    return s->merged_adapters ? remerge(s, lora, err) : MGPU_OK;
+    mgpu_status rc = s->merged_adapters ? remerge(s, lora, err) : MGPU_OK;
+    if (rc != MGPU_OK) {
+        /* some weights may hold the new strength: the set is unusable now */
+        s->strength[lora] = before;
+        s->broken = true;
+        mgpu_backend_fail(s->be, rc, "LoRA merge-once: a failed strength change left the merged "
+                                     "weights inconsistent");
+    }
+    return rc;
 }
 
 /* ---- the wrapping source ------------------------------------------------- */
@@ -320,6 +343,12 @@ static void wrap_leave(void *context, int block)
 static const void *wrap_data(void *context, const mgpu_model_tensor *t, mgpu_error *err)
 {
     mgpu_lora_set *s = context;
+    if (s->broken) {
+        mgpu_error_set(err, MGPU_ERR_ARGUMENT,
+                       "LoRA merge-once: the merged weights are inconsistent after a failed "
+                       "strength change");
+        return NULL;
+    }
     void *m = s->merged[tensor_index(s, t)];
     return m ? m : s->inner.data(s->inner.context, t, err);
 }

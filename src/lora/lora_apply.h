@@ -28,7 +28,8 @@ mgpu_status mgpu_lora_set_create(mgpu_backend *be, const mgpu_model *model,
 void mgpu_lora_set_free(mgpu_lora_set *set);
 /* Changes LoRA i's strength for the next uses: nothing is reloaded. The
  * weights it was merged into (merge-once) are merged again from their
- * original bytes before this returns. */
+ * original bytes before this returns; if that fails, the set hands out no
+ * weight any more (free it). */
 mgpu_status mgpu_lora_set_strength(mgpu_lora_set *set, size_t lora, float strength,
                                    mgpu_error *err);
 /* Adapters in the set, and those of them merged into their weights. */
@@ -49,7 +50,8 @@ size_t mgpu_lora_set_merged_adapter_count(const mgpu_lora_set *set);
  * storage. W's original bytes are read from the model's mapping, now and
  * on a strength change, so no device copy of a merged original is needed:
  * pass mgpu_lora_set_merged_mask to the executor (skip_resident) and read
- * weights through mgpu_lora_set_source. *merged: the weights merged. */
+ * weights through mgpu_lora_set_source. *merged: the weights merged. On
+ * failure nothing stays merged: every adapter is applied at use. */
 mgpu_status mgpu_lora_set_merge(mgpu_lora_set *set, const mgpu_plan *plan, size_t *merged,
                                 mgpu_error *err);
 /* Per model tensor: true when the set holds its merged copy. */

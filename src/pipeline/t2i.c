@@ -382,7 +382,7 @@ static mgpu_status stage_begin(run *r, mgpu_t2i_stage s, stage_run *sr)
     const mgpu_plan *plan = r->slot[s].plan;
     mgpu_status rc = backend_for(r, plan, &sr->be);
     if (rc == MGPU_OK) /* real donor GPUs, kept for the run like compute backends */
-        rc = mgpu_executor_open_donors(plan, r->be, r->err);
+        rc = mgpu_executor_open_donors(plan, r->req->gemm, r->be, r->err);
     /* LoRA first: merged weights are not uploaded by the executor */
     for (size_t p = 0; rc == MGPU_OK && p < 3 && r->req->n_lora; p++)
         if (LORA_PARTS[p] == s) {

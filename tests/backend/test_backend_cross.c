@@ -265,44 +265,59 @@ static void check_linear(mgpu_backend *be)
     check_linear_case(be, &f32);
 }
 
-/* --gemm fp8: F8_E4M3 weights on fp8 tensor cores where the GPU has them,
- * the activations rounded to e4m3 under one scale s = max|x| / 448. e4m3
- * keeps 3 mantissa bits: each x moves by at most |x| 2^-4, or s 2^-10
- * where x / s is below e4m3's smallest normal (2^-6); the weights are used
- * as stored. Elsewhere (the CPU, older GPUs) the usual path, far inside
- * that bound. */
+/* --gemm fp8: F8_E4M3 weights on fp8 tensor cores where the GPU has them:
+ * the activations rounded to e4m3 as x / s with s = max|x| / 448 (in f32,
+ * as the kernel), the products summed by the tensor cores and scaled by s.
+ * The reference takes those rounded activations as exact inputs; what
+ * remains is the accumulation, which cuBLASLt promotes to f32 only
+ * periodically: bounded here by (in + 4) 2^-14 of sum|x w| per output and,
+ * overall, 2^-8 of the output's rms (a wrong scale or layout is far off
+ * both). Elsewhere (the CPU, older GPUs) the usual path: against the exact
+ * activations, within the e4m3 rounding bound it is far inside. */
 static void check_linear_fp8(mgpu_backend *be)
 {
     mgpu_error err = {0};
     assert_int_equal(mgpu_backend_set_gemm(be, MGPU_GEMM_FP8, &err), MGPU_OK);
-    print_message("linear with --gemm fp8 on %s: %s\n", be->name, mgpu_backend_gemm_name(be));
+    const char *how = mgpu_backend_gemm_name(be);
+    const bool fp8 = strncmp(how, "fp8", 3) == 0;
+    print_message("linear with --gemm fp8 on %s: %s\n", be->name, how);
     const linear_case lc = {33, 256, 96, MGPU_DTYPE_F8_E4M3, MGPU_DTYPE_F32};
     float *x = rand_floats(lc.rows * lc.in, -1.0, 1.0);
-    x[5] = 1e-4f; /* one value deep in e4m3's subnormals */
+    x[5] = 1e-5f; /* x / s about 0.0045: one of e4m3's subnormals */
     size_t wbytes, bbytes;
     float *wf, *bf;
     uint8_t *w = make_weights(lc.wt, lc.out * lc.in, &wbytes, &wf);
     uint8_t *b = make_weights(lc.bt, lc.out, &bbytes, &bf);
     const int64_t n = lc.rows * lc.out;
     double *ref = malloc((size_t)n * sizeof(double)), *tol = malloc((size_t)n * sizeof(double));
-    double amax = 0.0;
+    float amax = 0.0f;
     for (int64_t i = 0; i < lc.rows * lc.in; i++)
-        amax = fmax(amax, fabs((double)x[i]));
-    const double scale = amax / 448.0, acc = (double)(lc.in + 4) * 0x1p-24;
+        amax = fmaxf(amax, fabsf(x[i]));
+    const float s = amax / 448.0f;
     for (int64_t r = 0; r < lc.rows; r++)
         for (int64_t o = 0; o < lc.out; o++) {
-            double sum = bf[o], mag = fabs(bf[o]), round = 0.0;
+            double sum = 0.0, mag = 0.0, round = 0.0;
             for (int64_t i = 0; i < lc.in; i++) {
-                const double xv = x[r * lc.in + i], wv = wf[o * lc.in + i];
-                sum += xv * wv;
-                mag += fabs(xv * wv);
-                round += fabs(wv) * fmax(fabs(xv) * 0x1p-4, scale * 0x1p-10);
+                const float xv = x[r * lc.in + i];
+                const double wv = wf[o * lc.in + i];
+                const double xq = (double)mgpu_fp8_e4m3_to_f32(mgpu_f32_to_fp8_e4m3(xv / s)) * s;
+                sum += (fp8 ? xq : xv) * wv;
+                mag += fabs((fp8 ? xq : xv) * wv);
+                round += fabs(wv) * fmax(fabs(xv) * 0x1p-4, s * 0x1p-10);
             }
-            ref[r * lc.out + o] = sum;
-            tol[r * lc.out + o] = round + acc * mag + 1e-30;
+            ref[r * lc.out + o] = sum + bf[o];
+            tol[r * lc.out + o] = (fp8 ? (double)(lc.in + 4) * 0x1p-14 * mag : round) +
+                                  (double)(lc.in + 4) * 0x1p-24 * (mag + fabs(bf[o])) + 1e-30;
         }
     float *y = run_linear(be, &lc, x, w, wbytes, b, bbytes);
     expect_close("linear F8_E4M3 (--gemm fp8)", be, y, ref, tol, n);
+    double err2 = 0.0, ref2 = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        err2 += (y[i] - ref[i]) * (y[i] - ref[i]);
+        ref2 += ref[i] * ref[i];
+    }
+    if (fp8)
+        assert_true(sqrt(err2) <= 0x1p-8 * sqrt(ref2));
     float *y2 = run_linear(be, &lc, x, w, wbytes, b, bbytes);
     expect_same_bits("linear F8_E4M3 (--gemm fp8, repeat)", be, y2, y, n);
     assert_int_equal(mgpu_backend_set_gemm(be, is_cpu(be) ? MGPU_GEMM_F32 : MGPU_GEMM_AUTO, &err),
@@ -766,25 +781,35 @@ static void check_attention(mgpu_backend *be)
         double *ref = malloc((size_t)nq * sizeof(double)), *tol = malloc((size_t)nq * sizeof(double));
         double *p = malloc((size_t)ac->kv_len * sizeof(double));
         const double scale = (float)(1.0 / sqrt((double)ac->d));
-        /* a GPU may take this case to tensor cores (backend.h): q, k, v and
-         * the probabilities rounded to bf16, 2^-9 relative each. A score
-         * then moves by at most scale * sum|q||k| * 2^-8, a probability by
-         * twice that (relative, through the softmax), and the output by
-         * that plus the rounding of p and v, times sum p|v| <= 1. */
+        /* a GPU may take this case to tensor cores (backend.h): q, k, v
+         * rounded to bf16 (the reference then uses the rounded values, as
+         * exact inputs), the scores summed in f32, the probabilities
+         * rounded to bf16. A score moves by at most (d + 4) 2^-24 scale
+         * sum|q||k|, a probability by twice that (relative, through the
+         * softmax), then by 2^-9 (its rounding): times sum p|v|. */
         const bool bf16 = !is_cpu(be) && !ac->bias && !ac->causal &&
                           ((ac->q_len >= MGPU_ATTENTION_BF16_MIN &&
                             ac->kv_len >= MGPU_ATTENTION_BF16_MIN) ||
                            ac->d > 256);
+        float *qr = malloc((size_t)nq * sizeof(float)), *kr = malloc((size_t)nk * sizeof(float));
+        float *vr = malloc((size_t)nk * sizeof(float));
+        for (int64_t i = 0; i < nq; i++)
+            qr[i] = bf16 ? mgpu_bf16_to_f32(mgpu_f32_to_bf16(q[i])) : q[i];
+        for (int64_t i = 0; i < nk; i++) {
+            kr[i] = bf16 ? mgpu_bf16_to_f32(mgpu_f32_to_bf16(k[i])) : k[i];
+            vr[i] = bf16 ? mgpu_bf16_to_f32(mgpu_f32_to_bf16(v[i])) : v[i];
+        }
+        double err2 = 0.0, ref2 = 0.0; /* for the rms check below */
         for (int64_t h = 0; h < ac->heads; h++)
             for (int64_t i = 0; i < ac->q_len; i++) {
                 double m = -INFINITY, sum = 0.0, qk_max = 0.0;
                 for (int64_t j = 0; j < ac->kv_len; j++) {
                     double s = 0.0, qk = 0.0;
                     for (int64_t c = 0; c < ac->d; c++) {
-                        s += (double)q[(h * ac->q_len + i) * ac->d + c] *
-                             k[(h * ac->kv_len + j) * ac->d + c];
-                        qk += fabs((double)q[(h * ac->q_len + i) * ac->d + c] *
-                                   k[(h * ac->kv_len + j) * ac->d + c]);
+                        const double t = (double)qr[(h * ac->q_len + i) * ac->d + c] *
+                                         kr[(h * ac->kv_len + j) * ac->d + c];
+                        s += t;
+                        qk += fabs(t);
                     }
                     qk_max = qk > qk_max ? qk : qk_max;
                     s *= scale;
@@ -797,21 +822,33 @@ static void check_attention(mgpu_backend *be)
                 }
                 for (int64_t j = 0; j < ac->kv_len; j++)
                     sum += (p[j] = exp(p[j] - m));
+                const double e_s = (double)(ac->d + 4) * 0x1p-24 * scale * qk_max;
                 for (int64_t c = 0; c < ac->d; c++) {
-                    double o = 0.0;
-                    for (int64_t j = 0; j < ac->kv_len; j++)
-                        o += p[j] / sum * v[(h * ac->kv_len + j) * ac->d + c];
+                    double o = 0.0, pv = 0.0;
+                    for (int64_t j = 0; j < ac->kv_len; j++) {
+                        const double vj = vr[(h * ac->kv_len + j) * ac->d + c];
+                        o += p[j] / sum * vj;
+                        pv += p[j] / sum * fabs(vj);
+                    }
                     ref[(h * ac->q_len + i) * ac->d + c] = o;
-                    const double e_s = scale * qk_max * 0x1p-8;
                     tol[(h * ac->q_len + i) * ac->d + c] =
-                        bf16 ? 2 * e_s + 0x1p-8 + 2e-5 : 2e-5; /* |v| <= 1 */
+                        bf16 ? (2 * e_s + 0x1p-9) * pv + 2e-6 : 2e-5; /* |v| <= 1 */
                 }
             }
         float *out = run_attention(be, ac, q, k, v, bias);
         expect_close("attention", be, out, ref, tol, nq);
+        /* and overall: the probabilities' rounding errors are independent,
+         * so their rms stays near 2^-9 of the output's, where a wrong scale
+         * or a misplaced block would not */
+        for (int64_t i = 0; i < nq; i++) {
+            err2 += (out[i] - ref[i]) * (out[i] - ref[i]);
+            ref2 += ref[i] * ref[i];
+        }
+        assert_true(sqrt(err2) <= 0x1p-7 * sqrt(ref2));
         float *again = run_attention(be, ac, q, k, v, bias);
         expect_same_bits("attention (repeat)", be, again, out, nq);
         free(out), free(again), free(q), free(k), free(v), free(bias), free(ref), free(tol), free(p);
+        free(qr), free(kr), free(vr);
     }
 }
 

@@ -249,7 +249,7 @@ static mgpu_plan *plan_for(const mgpu_model *m, const char *devices, const char 
     static mgpu_device_list devs; /* plans point at it; one plan at a time here */
     mgpu_error err = {0};
     mgpu_plan_request pr = {.model = m, .component = 0, .devices = &devs, .alloc = alloc};
-    mgpu_plan *plan;
+    mgpu_plan *plan = NULL;
     if (mgpu_devices_simulate(devices, &devs, &err) != MGPU_OK ||
         mgpu_plan_create(&pr, &plan, &err) != MGPU_OK)
         fail_msg("%s", err.message);
@@ -340,7 +340,25 @@ static void test_merge_once(void **state)
     float *again = forward(&f, be, &src);
     assert_memory_equal(again, mo, f.n * sizeof(float));
 
-    free(base), free(mo), free(exact), free(off), free(again);
+    /* two LoRAs (the same file twice) merged together; switching the
+     * second off re-merges only from the originals: the one-LoRA bits */
+    const mgpu_lora_resolved *two[2] = {l.res, l.res};
+    const float strengths[2] = {STRENGTH, 0.3f};
+    mgpu_lora_set *pair;
+    assert_int_equal(mgpu_lora_set_create(be, f.model, two, strengths, 2, 0, &pair, &err), MGPU_OK);
+    assert_int_equal(mgpu_lora_set_merge(pair, plan, NULL, &err), MGPU_OK);
+    mgpu_tensor_source psrc = mgpu_lora_set_source(pair, plain);
+    float *both = forward(&f, be, &psrc);
+    assert_true(memcmp(both, mo, f.n * sizeof(float)) != 0);
+    assert_int_equal(mgpu_lora_set_strength(pair, 1, 0.0f, &err), MGPU_OK);
+    float *first = forward(&f, be, &psrc);
+    assert_memory_equal(first, mo, f.n * sizeof(float));
+    assert_int_equal(mgpu_lora_set_strength(pair, 1, 0.3f, &err), MGPU_OK);
+    float *both2 = forward(&f, be, &psrc);
+    assert_memory_equal(both2, both, f.n * sizeof(float));
+    mgpu_lora_set_free(pair);
+
+    free(base), free(mo), free(exact), free(off), free(again), free(both), free(first), free(both2);
     close_fixture(&g);
     close_lora(&l);
     mgpu_plan_free(plan);

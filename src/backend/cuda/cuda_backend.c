@@ -661,7 +661,7 @@ static void cuda_linear(mgpu_backend *be, const float *x, int64_t rows, int64_t 
         !row_bytes(c, op, w.dtype, in, &rb) || !param_ok(c, op, bias, out) || rows == 0)
         return;
     cudaStream_t s = c->stream[MGPU_QUEUE_COMPUTE];
-    if (c->fp8 && w.dtype == MGPU_DTYPE_F8_E4M3) {
+    if (c->gemm == MGPU_GEMM_FP8 && c->fp8 && w.dtype == MGPU_DTYPE_F8_E4M3) {
         void *xq = scratch(c, SCRATCH_X, (size_t)(rows * in));
         if (!xq)
             return;
@@ -959,24 +959,33 @@ static size_t align256(size_t n)
 
 /* Per chunk of heads: S = scale Q K^T by a batched bf16 GEMM into f32, a
  * row softmax written as bf16 P, O = P V by a second batched GEMM. Q, K, V
- * are rounded to bf16 once; the chunk keeps S within 256 MiB, so memory is
- * bounded however long the sequence (FLUX.1 at 1024x1024: 3 heads of
- * 4608 x 4608 per chunk). Row-major data is column-major transposed to
- * cuBLAS: S^T = K Q^T is (kv x q) = op_T(K^T as d x kv) (Q^T as d x q), and
+ * are rounded to bf16 once. S stays within 256 MiB however long the
+ * sequence: several heads per chunk when they fit (FLUX.1 at 1024x1024: 3
+ * heads of 4608 x 4608), else one head in blocks of query rows (the VAE's
+ * single head at a 128x128 latent: 16384 x 16384), since rows of S are
+ * independent. Row-major data is column-major transposed to cuBLAS:
+ * S^T = K Q^T is (kv x q) = op_T(K^T as d x kv) (Q^T as d x q), and
  * O^T = V^T P^T is (d x q) = (V^T as d x kv) (P^T as kv x q). */
 static void attention_tc(cuda_backend *c, const float *q, const float *k, const float *v,
                          float *out, int64_t heads, int64_t q_len, int64_t kv_len, int64_t d,
                          float scale)
 {
     const char *op = "attention (tensor cores)";
+    const size_t budget = (size_t)256 << 20; /* bytes of S per chunk */
     const size_t nq = (size_t)(heads * q_len * d), nk = (size_t)(heads * kv_len * d);
-    const size_t per_head = (size_t)q_len * (size_t)kv_len;
-    int64_t chunk = (int64_t)((size_t)(256 << 20) / (per_head * sizeof(float)));
-    chunk = chunk < 1 ? 1 : chunk > heads ? heads : chunk;
+    const size_t row = (size_t)kv_len * sizeof(float);
+    int64_t qblk = (int64_t)(budget / row);
+    qblk = qblk < 1 ? 1 : qblk > q_len ? q_len : qblk;
+    int64_t chunk = 1;
+    if (qblk == q_len) {
+        chunk = (int64_t)(budget / (row * (size_t)q_len));
+        chunk = chunk < 1 ? 1 : chunk > heads ? heads : chunk;
+    }
+    const size_t s_elems = (size_t)chunk * (size_t)qblk * (size_t)kv_len;
     const size_t at_k = align256(nq * 2), at_v = at_k + align256(nk * 2);
     const size_t at_s = at_v + align256(nk * 2);
-    const size_t at_p = at_s + align256((size_t)chunk * per_head * sizeof(float));
-    uint8_t *buf = scratch(c, SCRATCH_ATT, at_p + (size_t)chunk * per_head * 2);
+    const size_t at_p = at_s + align256(s_elems * sizeof(float));
+    uint8_t *buf = scratch(c, SCRATCH_ATT, at_p + s_elems * 2);
     if (!buf)
         return;
     void *qb = buf, *kb = buf + at_k, *vb = buf + at_v, *pb = buf + at_p;
@@ -987,18 +996,21 @@ static void attention_tc(cuda_backend *c, const float *q, const float *k, const 
         !check(c, mgpu_cuda_f32_to_bf16(st, v, (int64_t)nk, vb), op))
         return;
     const long long sq = (long long)(q_len * d), sk = (long long)(kv_len * d);
-    const long long ss = (long long)per_head;
+    const long long ss = (long long)(qblk * kv_len); /* one head's block of S and P */
     for (int64_t h0 = 0; h0 < heads; h0 += chunk) {
         const int64_t hc = heads - h0 < chunk ? heads - h0 : chunk;
         const uint8_t *kh = (const uint8_t *)kb + (size_t)(h0 * sk) * 2;
-        const uint8_t *qh = (const uint8_t *)qb + (size_t)(h0 * sq) * 2;
         const uint8_t *vh = (const uint8_t *)vb + (size_t)(h0 * sk) * 2;
-        if (!gemm_batched(c, true, kv_len, q_len, d, scale, kh, d, sk, qh, d, sq, sb, kv_len, ss,
-                          hc, op) ||
-            !check(c, mgpu_cuda_softmax_bf16(st, sb, hc * q_len, kv_len, pb), op) ||
-            !gemm_batched(c, false, d, q_len, kv_len, 1.0f, vh, d, sk, pb, kv_len, ss,
-                          out + h0 * sq, d, sq, hc, op))
-            return;
+        for (int64_t q0 = 0; q0 < q_len; q0 += qblk) {
+            const int64_t nr = q_len - q0 < qblk ? q_len - q0 : qblk;
+            const uint8_t *qh = (const uint8_t *)qb + (size_t)(h0 * sq + q0 * d) * 2;
+            if (!gemm_batched(c, true, kv_len, nr, d, scale, kh, d, sk, qh, d, sq, sb, kv_len, ss,
+                              hc, op) ||
+                !check(c, mgpu_cuda_softmax_bf16(st, sb, hc * nr, kv_len, pb), op) ||
+                !gemm_batched(c, false, d, nr, kv_len, 1.0f, vh, d, sk, pb, kv_len, ss,
+                              out + h0 * sq + q0 * d, d, sq, hc, op))
+                return;
+        }
     }
 }
 

@@ -101,6 +101,15 @@ mgpu_cuda_fp8 *mgpu_cuda_fp8_create(int device, cudaStream_t stream, void *works
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(f->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &workspace_bytes, sizeof workspace_bytes);
+    /* The heuristic assumes 256-byte aligned operands unless told: weights
+     * streamed from disk sit at their file offset modulo 4096, so ask only
+     * for the 16 bytes mgpu_cuda_fp8_linear checks. */
+    const uint32_t align = 16;
+    const cublasLtMatmulPreferenceAttributes_t aligns[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; i++)
+        s = cublasLtMatmulPreferenceSetAttribute(f->pref, aligns[i], &align, sizeof align);
     if (s != CUBLAS_STATUS_SUCCESS) {
         snprintf(why, why_bytes, "cuBLASLt setup failed: %s", cublasLtGetStatusString(s));
         mgpu_cuda_fp8_destroy(f);
