@@ -30,8 +30,11 @@ static inline mgpu_model *open_ok(const char *path)
 }
 
 /* Copies every tensor of the model at `src` except `skip` (a stripped
- * name) into the safetensors file `dst`: a model with one tensor missing. */
-static inline void copy_without(const char *src, const char *dst, const char *skip)
+ * name, or NULL) into the safetensors file `dst`, adding a scalar F32
+ * tensor `add` (stored name, or NULL) worth 1: a model with one tensor
+ * missing, or one too many. */
+static inline void copy_edited(const char *src, const char *dst, const char *skip,
+                               const char *add)
 {
     mgpu_model *m = open_ok(src);
     mgpu_error err = {0};
@@ -40,19 +43,32 @@ static inline void copy_without(const char *src, const char *dst, const char *sk
     size_t n = mgpu_model_tensor_count(m);
     for (size_t i = 0; i < n; i++) {
         const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
-        if (strcmp(t->name, skip) != 0)
+        if (!skip || strcmp(t->name, skip) != 0)
             assert_int_equal(mgpu_safetensors_writer_add_tensor(w, t->info.name, t->info.dtype,
                                                                 t->info.ndim, t->info.shape, &err),
                              MGPU_OK);
     }
+    const uint64_t one_shape[1] = {1};
+    const float one = 1.0f;
+    if (add)
+        assert_int_equal(
+            mgpu_safetensors_writer_add_tensor(w, add, MGPU_DTYPE_F32, 1, one_shape, &err),
+            MGPU_OK);
     for (size_t i = 0; i < n; i++) {
         const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
-        if (strcmp(t->name, skip) != 0)
+        if (!skip || strcmp(t->name, skip) != 0)
             assert_int_equal(mgpu_safetensors_writer_write(w, t->info.data, t->info.nbytes, &err),
                              MGPU_OK);
     }
+    if (add)
+        assert_int_equal(mgpu_safetensors_writer_write(w, &one, sizeof one, &err), MGPU_OK);
     assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
     mgpu_model_close(m);
+}
+
+static inline void copy_without(const char *src, const char *dst, const char *skip)
+{
+    copy_edited(src, dst, skip, NULL);
 }
 
 #endif

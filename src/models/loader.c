@@ -31,6 +31,23 @@ mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
     if (!mgpu_dtype_get_info(t->info.dtype)->floating)
         return mgpu_error_set(l->err, MGPU_ERR_FORMAT, "%s: tensor '%s' holds %s, not numbers",
                               l->label, name, mgpu_dtype_name(t->info.dtype));
+    /* Scaled-fp8 checkpoints (ComfyUI's *_fp8_scaled: NAME.scale_weight;
+     * others: NAME.weight_scale) mean W * scale. Using W alone would be
+     * silently wrong, so they are refused until the scale is applied. */
+    size_t n = strlen(name);
+    if (n > 7 && n < 160 && strcmp(name + n - 7, ".weight") == 0) {
+        static const char *const scales[] = {"scale_weight", "weight_scale"};
+        for (int i = 0; i < 2; i++) {
+            char sib[192];
+            snprintf(sib, sizeof sib, "%.*s.%s", (int)(n - 7), name, scales[i]);
+            if (mgpu_loader_find(l, sib))
+                return mgpu_error_set(l->err, MGPU_ERR_UNSUPPORTED,
+                                      "%s: '%s' is a scaled-fp8 checkpoint (it has '%s'); mgpu does "
+                                      "not apply such scales yet, and the weights alone would give "
+                                      "wrong results: use an unscaled fp8, bf16 or GGUF file",
+                                      l->label, name, sib);
+        }
+    }
     *out = t;
     return MGPU_OK;
 }

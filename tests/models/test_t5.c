@@ -400,6 +400,17 @@ static void test_missing_tensor(void **state)
     assert_false(mgpu_t5_get_config(t5)->bias_per_block); /* read as T5 v1.1 */
     mgpu_t5_free(t5);
     mgpu_model_close(m);
+    /* A scaled-fp8 checkpoint (ComfyUI's t5xxl_fp8_e4m3fn_scaled has a
+     * scale_weight per linear): refused, naming the scale, rather than
+     * run with the weights unscaled. */
+    synth("t5-xxl", 0, MGPU_DTYPE_F8_E4M3, "", 37, full);
+    copy_edited(full, cut, NULL, "encoder.block.0.layer.0.SelfAttention.k.scale_weight");
+    m = open_ok(cut);
+    assert_int_equal(mgpu_t5_load(m, 0, &t5, &err), MGPU_ERR_UNSUPPORTED);
+    assert_null(t5);
+    assert_non_null(strstr(err.message, "SelfAttention.k.scale_weight"));
+    assert_non_null(strstr(err.message, "scaled-fp8"));
+    mgpu_model_close(m);
     /* CLIP is not T5. */
     synth("clip-l", 0, MGPU_DTYPE_F32, "", 36, cut);
     m = open_ok(cut);
