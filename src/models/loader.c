@@ -1,4 +1,5 @@
 /* See loader.h. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,8 +12,10 @@ const mgpu_model_tensor *mgpu_loader_find(const mgpu_loader *l, const char *name
     return mgpu_model_find_in(l->model, (size_t)l->component, name);
 }
 
-mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
-                             const int64_t *shape, const mgpu_model_tensor **out)
+/* scale NULL: a scaled-fp8 weight is refused; else NAME.scale_weight, one
+ * number, is read into it (1 without one). */
+static mgpu_status need(const mgpu_loader *l, const char *name, int ndim, const int64_t *shape,
+                        const mgpu_model_tensor **out, float *scale)
 {
     const mgpu_model_tensor *t = mgpu_loader_find(l, name);
     if (!t)
@@ -34,22 +37,46 @@ mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
     /* Scaled-fp8 checkpoints (ComfyUI's *_fp8_scaled: NAME.scale_weight;
      * others: NAME.weight_scale) mean W * scale. Using W alone would be
      * silently wrong, so they are refused until the scale is applied. */
+    if (scale)
+        *scale = 1.0f;
     size_t n = strlen(name);
     if (n > 7 && n < 160 && strcmp(name + n - 7, ".weight") == 0) {
         static const char *const scales[] = {"scale_weight", "weight_scale"};
         for (int i = 0; i < 2; i++) {
             char sib[192];
             snprintf(sib, sizeof sib, "%.*s.%s", (int)(n - 7), name, scales[i]);
-            if (mgpu_loader_find(l, sib))
-                return mgpu_error_set(l->err, MGPU_ERR_UNSUPPORTED,
-                                      "%s: '%s' is a scaled-fp8 checkpoint (it has '%s'); mgpu does "
-                                      "not apply such scales yet, and the weights alone would give "
-                                      "wrong results: use an unscaled fp8, bf16 or GGUF file",
-                                      l->label, name, sib);
+            const mgpu_model_tensor *st = mgpu_loader_find(l, sib);
+            if (!st)
+                continue;
+            /* ComfyUI's per-tensor scale, on a layer that can apply it */
+            if (scale && i == 0 && st->info.n_elems == 1 &&
+                mgpu_dtype_get_info(st->info.dtype)->floating &&
+                mgpu_dequantize(st->info.dtype, st->info.data, scale, 1) == MGPU_OK &&
+                isfinite(*scale))
+                continue;
+            return mgpu_error_set(l->err, MGPU_ERR_UNSUPPORTED,
+                                  "%s: '%s' is a scaled-fp8 checkpoint (it has '%s'); mgpu applies "
+                                  "only one-number scale_weight scales, to T5's layers, and the "
+                                  "weights alone would give wrong results: use an unscaled fp8, "
+                                  "bf16 or GGUF file",
+                                  l->label, name, sib);
         }
     }
     *out = t;
     return MGPU_OK;
+}
+
+mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
+                             const int64_t *shape, const mgpu_model_tensor **out)
+{
+    return need(l, name, ndim, shape, out, NULL);
+}
+
+mgpu_status mgpu_loader_need_scaled(const mgpu_loader *l, const char *name, int ndim,
+                                    const int64_t *shape, const mgpu_model_tensor **out,
+                                    float *scale)
+{
+    return need(l, name, ndim, shape, out, scale);
 }
 
 mgpu_status mgpu_loader_need_with_bias(const mgpu_loader *l, const char *name, int ndim,

@@ -24,6 +24,16 @@ const mgpu_model_tensor *mgpu_loader_find(const mgpu_loader *l, const char *name
 mgpu_status mgpu_loader_need(const mgpu_loader *l, const char *name, int ndim,
                              const int64_t *shape, const mgpu_model_tensor **out);
 
+/* Weights of scaled-fp8 checkpoints (NAME.scale_weight or NAME.weight_scale
+ * beside NAME.weight) are refused by mgpu_loader_need: used alone they
+ * would compute the wrong thing. A layer that multiplies its output by a
+ * scale takes them through mgpu_loader_need_scaled: a one-number
+ * NAME.scale_weight (ComfyUI's *_fp8_scaled) lands in *scale (1 without
+ * one); other forms (per-channel weight_scale) are still refused. */
+mgpu_status mgpu_loader_need_scaled(const mgpu_loader *l, const char *name, int ndim,
+                                    const int64_t *shape, const mgpu_model_tensor **out,
+                                    float *scale);
+
 /* NAME.weight with this shape and NAME.bias [shape[0]], as a Linear or a
  * Conv2d stores them. */
 mgpu_status mgpu_loader_need_with_bias(const mgpu_loader *l, const char *name, int ndim,

@@ -4,6 +4,7 @@
  * maps them back. Every computation is written here against the backend's
  * ops. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,7 @@ static const naming GGUF_NAMES = {
 typedef struct t5_block {
     int block; /* model view block, -1 when the view has none */
     const mgpu_model_tensor *w[SLOT_COUNT]; /* w[REL] NULL where the table is shared */
+    float scale[SLOT_COUNT]; /* scaled-fp8 checkpoints: the linear's output scale, else 1 */
 } t5_block;
 
 struct mgpu_t5 {
@@ -121,7 +123,10 @@ static mgpu_status load_block(const loader *l, const naming *nm, const mgpu_t5_c
             continue;
         char name[192];
         snprintf(name, sizeof name, nm->slots[j], i);
-        s = mgpu_loader_need(l, name, shapes[j][1] ? 2 : 1, shapes[j], &b->w[j]);
+        const bool lin = j == Q || j == K || j == V || j == O || j == GATE || j == UP || j == DOWN;
+        b->scale[j] = 1.0f;
+        s = lin ? mgpu_loader_need_scaled(l, name, 2, shapes[j], &b->w[j], &b->scale[j])
+                : mgpu_loader_need(l, name, shapes[j][1] ? 2 : 1, shapes[j], &b->w[j]);
     }
     return s;
 }
@@ -244,13 +249,17 @@ static mgpu_wref wref(run *r, const mgpu_model_tensor *t)
     return w;
 }
 
-/* y = x W^T, T5's linears have no bias. */
-static void linear(run *r, const mgpu_model_tensor *w, const float *x, int64_t rows, int64_t in,
+/* y = x (scale W)^T, T5's linears have no bias (scale: scaled-fp8 files,
+ * applied to the output; LoRAs add to the scaled weight). */
+static void linear(run *r, const t5_block *b, slot j, const float *x, int64_t rows, int64_t in,
                    int64_t out, float *y)
 {
+    const mgpu_model_tensor *w = b->w[j];
     mgpu_wref wt = wref(r, w);
     if (r->status == MGPU_OK) {
         r->be->ops->linear(r->be, x, rows, in, wt, out, (mgpu_wref){NULL, MGPU_DTYPE_F32}, y);
+        if (b->scale[j] != 1.0f)
+            r->be->ops->scale(r->be, y, y, b->scale[j], rows * out);
         mgpu_lora_apply(r->src->lora, w, x, rows, in, y, out);
     }
 }
@@ -326,9 +335,9 @@ static void block_forward(run *r, const mgpu_t5_config *c, const t5_block *b, in
     if (b->w[REL])
         position_bias(r, c, b->w[REL], n, s);
     rmsnorm(r, b->w[LN0], s->x, s->t, n, d, c->eps);
-    linear(r, b->w[Q], s->t, n, d, inner, s->q);
-    linear(r, b->w[K], s->t, n, d, inner, s->k);
-    linear(r, b->w[V], s->t, n, d, inner, s->v);
+    linear(r, b, Q, s->t, n, d, inner, s->q);
+    linear(r, b, K, s->t, n, d, inner, s->k);
+    linear(r, b, V, s->t, n, d, inner, s->v);
     if (r->status != MGPU_OK)
         return;
     be->ops->tokens_to_heads(be, s->q, n, c->heads, c->d_kv, s->qh);
@@ -338,18 +347,18 @@ static void block_forward(run *r, const mgpu_t5_config *c, const t5_block *b, in
     be->ops->attention(be, s->qh, s->kh, s->vh, s->att, c->heads, n, n, c->d_kv, 1.0f, s->bias,
                        false);
     be->ops->heads_to_tokens(be, s->att, n, c->heads, c->d_kv, s->q);
-    linear(r, b->w[O], s->q, n, inner, d, s->t);
+    linear(r, b, O, s->q, n, inner, d, s->t);
     if (r->status != MGPU_OK)
         return;
     be->ops->add(be, s->x, s->x, s->t, n * d);
     rmsnorm(r, b->w[LN1], s->x, s->t, n, d, c->eps);
-    linear(r, b->w[GATE], s->t, n, d, ff, s->gate);
-    linear(r, b->w[UP], s->t, n, d, ff, s->up);
+    linear(r, b, GATE, s->t, n, d, ff, s->gate);
+    linear(r, b, UP, s->t, n, d, ff, s->up);
     if (r->status != MGPU_OK)
         return;
     be->ops->unary(be, MGPU_UNARY_GELU_TANH, s->gate, n * ff);
     be->ops->mul(be, s->gate, s->gate, s->up, n * ff);
-    linear(r, b->w[DOWN], s->gate, n, ff, d, s->t);
+    linear(r, b, DOWN, s->gate, n, ff, d, s->t);
     if (r->status == MGPU_OK)
         be->ops->add(be, s->x, s->x, s->t, n * d);
 }

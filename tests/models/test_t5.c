@@ -400,15 +400,14 @@ static void test_missing_tensor(void **state)
     assert_false(mgpu_t5_get_config(t5)->bias_per_block); /* read as T5 v1.1 */
     mgpu_t5_free(t5);
     mgpu_model_close(m);
-    /* A scaled-fp8 checkpoint (ComfyUI's t5xxl_fp8_e4m3fn_scaled has a
-     * scale_weight per linear): refused, naming the scale, rather than
-     * run with the weights unscaled. */
+    /* Scale forms T5 does not apply (a per-channel weight_scale) are
+     * refused, naming the scale, rather than run with the weights unscaled. */
     synth("t5-xxl", 0, MGPU_DTYPE_F8_E4M3, "", 37, full);
-    copy_edited(full, cut, NULL, "encoder.block.0.layer.0.SelfAttention.k.scale_weight");
+    copy_edited(full, cut, NULL, "encoder.block.0.layer.0.SelfAttention.k.weight_scale");
     m = open_ok(cut);
     assert_int_equal(mgpu_t5_load(m, 0, &t5, &err), MGPU_ERR_UNSUPPORTED);
     assert_null(t5);
-    assert_non_null(strstr(err.message, "SelfAttention.k.scale_weight"));
+    assert_non_null(strstr(err.message, "SelfAttention.k.weight_scale"));
     assert_non_null(strstr(err.message, "scaled-fp8"));
     mgpu_model_close(m);
     /* CLIP is not T5. */
@@ -417,8 +416,112 @@ static void test_missing_tensor(void **state)
     assert_int_equal(mgpu_t5_load(m, 0, &t5, &err), MGPU_ERR_FORMAT);
     assert_non_null(strstr(err.message, "SelfAttention.q.weight"));
     mgpu_model_close(m);
+    /* and applies no scales: a scaled-fp8 CLIP is refused */
+    copy_edited(cut, full, NULL, "text_model.encoder.layers.0.mlp.fc1.scale_weight");
+    m = open_ok(full);
+    mgpu_clip *clip = NULL;
+    assert_int_equal(mgpu_clip_load(m, 0, &clip, &err), MGPU_ERR_UNSUPPORTED);
+    assert_null(clip);
+    assert_non_null(strstr(err.message, "fc1.scale_weight"));
+    mgpu_model_close(m);
     remove(full);
     remove(cut);
+}
+
+/* True for the stored names of T5's linear weights. */
+static bool is_linear(const char *name)
+{
+    static const char *const ends[] = {"SelfAttention.q.weight", "SelfAttention.k.weight",
+                                       "SelfAttention.v.weight", "SelfAttention.o.weight",
+                                       "DenseReluDense.wi_0.weight", "DenseReluDense.wi_1.weight",
+                                       "DenseReluDense.wo.weight"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        size_t m = strlen(ends[i]);
+        if (n >= m && strcmp(name + n - m, ends[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A ComfyUI-style scaled-fp8 T5 (t5xxl_fp8_e4m3fn_scaled): every linear
+ * stored as 2W in e4m3 with a scale_weight of 0.5. Doubling is exact in
+ * e4m3 (these weights are far below 448) and so are both scalings in
+ * f32, so the output must equal the unscaled model's bit for bit; with
+ * the scale ignored it would be twice as large in every linear. */
+static void test_scaled_fp8(void **state)
+{
+    (void)state;
+    const char *plain = test_path("t5-fp8.safetensors");
+    const char *scaled = test_path("t5-fp8-scaled.safetensors");
+    synth("t5-xxl", 0, MGPU_DTYPE_F8_E4M3, "", 38, plain);
+    mgpu_model *m = open_ok(plain);
+    mgpu_error err = {0};
+    mgpu_safetensors_writer *w = NULL;
+    assert_int_equal(mgpu_safetensors_writer_create(scaled, &w, &err), MGPU_OK);
+    const size_t n = mgpu_model_tensor_count(m);
+    const uint64_t one[1] = {1};
+    size_t linears = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        assert_int_equal(mgpu_safetensors_writer_add_tensor(w, t->info.name, t->info.dtype,
+                                                            t->info.ndim, t->info.shape, &err),
+                         MGPU_OK);
+        if (is_linear(t->info.name)) {
+            assert_int_equal(t->info.dtype, MGPU_DTYPE_F8_E4M3);
+            char sname[256];
+            snprintf(sname, sizeof sname, "%.*s.scale_weight",
+                     (int)(strlen(t->info.name) - strlen(".weight")), t->info.name);
+            assert_int_equal(
+                mgpu_safetensors_writer_add_tensor(w, sname, MGPU_DTYPE_F32, 1, one, &err),
+                MGPU_OK);
+            linears++;
+        }
+    }
+    assert_true(linears >= 7);
+    for (size_t i = 0; i < n; i++) {
+        const mgpu_model_tensor *t = mgpu_model_tensor_at(m, i);
+        if (!is_linear(t->info.name)) {
+            assert_int_equal(mgpu_safetensors_writer_write(w, t->info.data, t->info.nbytes, &err),
+                             MGPU_OK);
+            continue;
+        }
+        uint8_t *b = malloc((size_t)t->info.nbytes);
+        const uint8_t *src = t->info.data;
+        for (uint64_t k = 0; k < t->info.nbytes; k++)
+            b[k] = mgpu_f32_to_fp8_e4m3(2.0f * mgpu_fp8_e4m3_to_f32(src[k]));
+        const float half = 0.5f;
+        assert_int_equal(mgpu_safetensors_writer_write(w, b, t->info.nbytes, &err), MGPU_OK);
+        assert_int_equal(mgpu_safetensors_writer_write(w, &half, sizeof half, &err), MGPU_OK);
+        free(b);
+    }
+    assert_int_equal(mgpu_safetensors_writer_finish(w, &err), MGPU_OK);
+    mgpu_model_close(m);
+
+    const int32_t ids[6] = {5, 17, 3, 99, 1, 0};
+    float *a = NULL, *b = NULL;
+    size_t count = 0;
+    const char *files[2] = {plain, scaled};
+    float **outs[2] = {&a, &b};
+    for (int f = 0; f < 2; f++) {
+        mgpu_model *mm = open_ok(files[f]);
+        mgpu_t5 *t5 = NULL;
+        if (mgpu_t5_load(mm, 0, &t5, &err) != MGPU_OK)
+            fail_msg("%s", err.message);
+        count = (size_t)(6 * mgpu_t5_get_config(t5)->d_model);
+        *outs[f] = malloc(count * sizeof(float));
+        mgpu_backend *be = backend(1);
+        mgpu_tensor_source src = mgpu_resident_source();
+        if (mgpu_t5_forward(t5, be, &src, ids, 6, *outs[f], &err) != MGPU_OK)
+            fail_msg("%s", err.message);
+        mgpu_backend_free(be);
+        mgpu_t5_free(t5);
+        mgpu_model_close(mm);
+    }
+    assert_memory_equal(a, b, count * sizeof(float));
+    free(a), free(b);
+    remove(plain);
+    remove(scaled);
 }
 
 static void test_bad_inputs(void **state)
@@ -464,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_t5_llama_names_q8_gguf),
         cmocka_unit_test(test_two_encoders_one_file),
         cmocka_unit_test(test_missing_tensor),
+        cmocka_unit_test(test_scaled_fp8),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
