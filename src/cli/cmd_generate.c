@@ -108,6 +108,15 @@ static void print_summary(const mgpu_t2i_result *res)
                 st->exec.copy_seconds, 100.0 * (overlap < 0 ? 0 : overlap),
                 (double)st->held_peak_bytes / 1048576.0, (double)st->predicted_bytes / 1048576.0);
     }
+    for (int s = 0; s < MGPU_T2I_STAGES; s++) { /* a GPU's sources, when it streamed */
+        const mgpu_exec_stats *e = &res->stage[s].exec;
+        if (e->pinned_bytes || e->pageable_bytes || e->donor_bytes)
+            fprintf(stderr,
+                    "mgpu: %s streamed from %.1f MiB of pinned RAM, %.1f MiB of pageable RAM, "
+                    "%.1f MiB on donor GPUs\n",
+                    mgpu_t2i_stage_name((mgpu_t2i_stage)s), (double)e->pinned_bytes / 1048576.0,
+                    (double)e->pageable_bytes / 1048576.0, (double)e->donor_bytes / 1048576.0);
+    }
     fprintf(stderr, "mgpu: total %.2f s", res->total_seconds);
     if (res->lora_adapters)
         fprintf(stderr, "; %zu LoRA adapters applied", res->lora_adapters);
