@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_copy_queue.h"
 #include "core/error.h"
 #include "ops/cpu_gemm_bf16.h"
 #include "ops/cpu_linear.h"
@@ -32,10 +33,13 @@ typedef struct cpu_impl {
         int64_t floats;
     } param[N_PARAMS]; /* decoded narrow parameters, one buffer per slot */
     _Atomic uint64_t copied[MGPU_COPY_KINDS]; /* bytes, by copy kind (tests, diagnostics) */
+    mgpu_cpu_copy_queue *copyq; /* the discrete variant's asynchronous copy queue */
 } cpu_impl;
 
+/* The compute queue runs each op before it returns; the discrete variant's
+ * copy queue runs behind (cpu_copy_queue.h): an event is a position in it. */
 struct mgpu_event {
-    int unused; /* every queue is already complete when an event is recorded */
+    uint64_t mark;
 };
 
 static cpu_impl *impl(mgpu_backend *be)
@@ -51,6 +55,7 @@ static mgpu_threadpool *pool(mgpu_backend *be)
 static void cpu_destroy(mgpu_backend *be)
 {
     cpu_impl *c = impl(be);
+    mgpu_cpu_copy_queue_free(c->copyq);
     mgpu_threadpool_free(c->pool);
     mgpu_cpu_scratch_free(&c->linear_scratch);
     for (int i = 0; i < N_PARAMS; i++)
@@ -75,12 +80,48 @@ static void cpu_free(mgpu_backend *be, void *ptr)
     free(ptr);
 }
 
+/* Pinned host memory of the discrete variant is registered with its copy
+ * queue, so that copies from it may run behind. */
+static mgpu_status cpu_host_alloc(mgpu_backend *be, size_t bytes, void **out, mgpu_error *err)
+{
+    mgpu_status s = cpu_alloc(be, bytes, out, err);
+    mgpu_cpu_copy_queue *q = impl(be)->copyq;
+    if (s == MGPU_OK && q && !mgpu_cpu_copy_queue_pin(q, *out, bytes)) {
+        free(*out);
+        *out = NULL;
+        s = mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", be->name);
+    }
+    return s;
+}
+
+static void cpu_host_free(mgpu_backend *be, void *ptr)
+{
+    if (impl(be)->copyq)
+        mgpu_cpu_copy_queue_unpin(impl(be)->copyq, ptr);
+    free(ptr);
+}
+
 static mgpu_status cpu_copy(mgpu_backend *be, int queue, void *dst, const void *src, size_t bytes,
                             mgpu_copy_kind kind, mgpu_error *err)
 {
-    (void)queue, (void)err;
-    if ((unsigned)kind < MGPU_COPY_KINDS)
-        impl(be)->copied[kind] += bytes;
+    cpu_impl *c = impl(be);
+    if (queue < 0 || queue >= MGPU_QUEUE_COUNT || (unsigned)kind >= MGPU_COPY_KINDS)
+        return mgpu_error_set(err, MGPU_ERR_ARGUMENT, "%s: copy on unknown queue %d or of kind %d",
+                              be->name, queue, (int)kind);
+    c->copied[kind] += bytes;
+    if (c->copyq && queue == MGPU_QUEUE_COPY && bytes) {
+        /* what a GPU copies asynchronously runs behind; a pageable side
+         * completes, in queue order, before copy returns (backend.h) */
+        mgpu_cpu_copy_queue *q = c->copyq;
+        bool async = kind == MGPU_COPY_PEER_TO_DEVICE || kind == MGPU_COPY_DEVICE_TO_DEVICE ||
+                     (kind == MGPU_COPY_HOST_TO_DEVICE && mgpu_cpu_copy_queue_is_pinned(q, src, bytes)) ||
+                     (kind == MGPU_COPY_DEVICE_TO_HOST && mgpu_cpu_copy_queue_is_pinned(q, dst, bytes));
+        if (!mgpu_cpu_copy_queue_push(q, dst, src, bytes))
+            return mgpu_error_set(err, MGPU_ERR_NO_MEMORY, "%s: out of memory", be->name);
+        if (!async)
+            mgpu_cpu_copy_queue_wait(q, mgpu_cpu_copy_queue_mark(q));
+        return MGPU_OK;
+    }
     if (bytes)
         memmove(dst, src, bytes);
     return MGPU_OK;
@@ -100,26 +141,33 @@ static void cpu_event_destroy(mgpu_backend *be, mgpu_event *ev)
     free(ev);
 }
 
-static mgpu_status cpu_event_noop(mgpu_backend *be, mgpu_event *ev, int queue, mgpu_error *err)
+static mgpu_status cpu_event_record(mgpu_backend *be, mgpu_event *ev, int queue, mgpu_error *err)
 {
-    (void)be, (void)ev, (void)queue, (void)err;
-    return MGPU_OK;
-}
-
-static mgpu_status cpu_queue_wait(mgpu_backend *be, int queue, mgpu_event *ev, mgpu_error *err)
-{
-    (void)be, (void)ev, (void)queue, (void)err;
+    (void)err;
+    mgpu_cpu_copy_queue *q = impl(be)->copyq;
+    ev->mark = q && queue == MGPU_QUEUE_COPY ? mgpu_cpu_copy_queue_mark(q) : 0;
     return MGPU_OK;
 }
 
 static mgpu_status cpu_event_sync(mgpu_backend *be, mgpu_event *ev, mgpu_error *err)
 {
-    (void)be, (void)ev, (void)err;
+    (void)err;
+    if (impl(be)->copyq)
+        mgpu_cpu_copy_queue_wait(impl(be)->copyq, ev->mark);
     return MGPU_OK;
+}
+
+/* The copy queue already runs after everything the compute queue did (ops
+ * finish before they return); the compute queue waits for real. */
+static mgpu_status cpu_queue_wait(mgpu_backend *be, int queue, mgpu_event *ev, mgpu_error *err)
+{
+    return queue == MGPU_QUEUE_COMPUTE ? cpu_event_sync(be, ev, err) : MGPU_OK;
 }
 
 static mgpu_status cpu_synchronize(mgpu_backend *be, mgpu_error *err)
 {
+    if (impl(be)->copyq)
+        mgpu_cpu_copy_queue_wait(impl(be)->copyq, mgpu_cpu_copy_queue_mark(impl(be)->copyq));
     if (be->error.status == MGPU_OK)
         return MGPU_OK;
     if (err)
@@ -442,12 +490,12 @@ static const mgpu_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,
-    .host_alloc = cpu_alloc,
-    .host_free = cpu_free,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
     .copy = cpu_copy,
     .event_create = cpu_event_create,
     .event_destroy = cpu_event_destroy,
-    .event_record = cpu_event_noop,
+    .event_record = cpu_event_record,
     .queue_wait = cpu_queue_wait,
     .event_sync = cpu_event_sync,
     .synchronize = cpu_synchronize,
@@ -491,6 +539,12 @@ static mgpu_status create(int threads, bool host_visible, const char *name, mgpu
     }
     mgpu_status s = mgpu_threadpool_create(threads, &c->pool, err);
     if (s != MGPU_OK) {
+        free(be);
+        free(c);
+        return s;
+    }
+    if (!host_visible && (s = mgpu_cpu_copy_queue_create(&c->copyq, err)) != MGPU_OK) {
+        mgpu_threadpool_free(c->pool);
         free(be);
         free(c);
         return s;

@@ -89,9 +89,10 @@ static float *rand_floats(int64_t n, double lo, double hi)
     return p;
 }
 
+/* Either CPU variant: the CPU's ops and precision. */
 static bool is_cpu(const mgpu_backend *be)
 {
-    return be == cpu;
+    return mgpu_backend_is_cpu(be);
 }
 
 /* |got - ref| <= tol[i] for every i (tol NULL: exact equality of floats). */
@@ -982,9 +983,9 @@ static void check_queues(mgpu_backend *be)
     assert_int_equal(be->ops->event_sync(be, copied, &err), MGPU_OK);
     for (int64_t i = 0; i < n; i++)
         assert_true(host[i] == (float)(2 * i));
-    if (!is_cpu(be)) /* a bad queue is refused, not crashed on (the CPU has no queues) */
-        assert_int_not_equal(be->ops->copy(be, 7, dev, host, 4, MGPU_COPY_HOST_TO_DEVICE, &err),
-                             MGPU_OK);
+    /* a bad queue is refused, not crashed on */
+    assert_int_not_equal(be->ops->copy(be, 7, dev, host, 4, MGPU_COPY_HOST_TO_DEVICE, &err),
+                         MGPU_OK);
     be->ops->event_destroy(be, copied);
     be->ops->event_destroy(be, done);
     dfree(be, dev);
@@ -1043,6 +1044,46 @@ static void test_cpu_backend(void **state)
     assert_int_equal(mgpu_backend_cpu_create(1, &fresh, &err), MGPU_OK);
     check_failure(fresh);
     mgpu_backend_free(fresh);
+}
+
+/* The discrete CPU variant: the same ops, with the copy queue of a GPU
+ * (copies from pinned memory run behind, ordered only by events). */
+static void test_cpu_discrete_backend(void **state)
+{
+    (void)state;
+    mgpu_backend *d = NULL;
+    mgpu_error err = {0};
+    assert_int_equal(mgpu_backend_cpu_create_discrete(2, &d, &err), MGPU_OK);
+    run_all(d);
+    /* pinned source: lands by the event; a pageable source may be reused
+     * as soon as copy returns */
+    const size_t n = 1 << 16;
+    uint8_t *pinned = NULL, *dev = NULL, *page = malloc(n), *back = malloc(n);
+    assert_int_equal(d->ops->host_alloc(d, n, (void **)&pinned, &err), MGPU_OK);
+    assert_int_equal(d->ops->alloc(d, 2 * n, (void **)&dev, &err), MGPU_OK);
+    memset(pinned, 0xA5, n);
+    memset(page, 0x5A, n);
+    mgpu_event *ev = NULL;
+    assert_int_equal(d->ops->event_create(d, &ev, &err), MGPU_OK);
+    assert_int_equal(d->ops->copy(d, MGPU_QUEUE_COPY, dev, pinned, n, MGPU_COPY_HOST_TO_DEVICE, &err),
+                     MGPU_OK);
+    assert_int_equal(d->ops->copy(d, MGPU_QUEUE_COPY, dev + n, page, n, MGPU_COPY_HOST_TO_DEVICE,
+                                  &err),
+                     MGPU_OK);
+    memset(page, 0, n); /* allowed: the pageable copy has completed */
+    assert_int_equal(d->ops->event_record(d, ev, MGPU_QUEUE_COPY, &err), MGPU_OK);
+    assert_int_equal(d->ops->event_sync(d, ev, &err), MGPU_OK);
+    memcpy(back, dev, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(back[i], 0xA5);
+    memcpy(back, dev + n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(back[i], 0x5A);
+    d->ops->event_destroy(d, ev);
+    d->ops->free(d, dev);
+    d->ops->host_free(d, pinned);
+    free(page), free(back);
+    mgpu_backend_free(d);
 }
 
 static void test_cuda_backend(void **state)
@@ -1107,6 +1148,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_backend),
+        cmocka_unit_test(test_cpu_discrete_backend),
         cmocka_unit_test(test_cuda_backend),
         cmocka_unit_test(test_cuda_errors),
     };
