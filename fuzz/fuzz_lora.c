@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "badfiles.h"
 #include "lora/lora.h"
 #include "mgpu/model.h"
 #include "synth_lora.h"
@@ -33,15 +34,9 @@ static void fail(const char *what, const char *message)
 
 static void check_failure(mgpu_status s, const void *handle, const mgpu_error *err)
 {
-    if (handle)
-        fail("a failed call left a handle", err->message);
-    if (s == MGPU_OK || err->status != s)
-        fail("the error record disagrees with the status", err->message);
-    if (!err->message[0])
-        fail("a failure without a message", NULL);
-    for (const char *c = err->message; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            fail("a message that is not one printable line", err->message);
+    const char *problem = badfiles_check_error(s, handle, err, 0);
+    if (problem)
+        fail(problem, err->message);
 }
 
 static char dir[64];

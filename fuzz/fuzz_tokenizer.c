@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "badfiles.h"
 #include "mgpu/gguf.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_internal.h"
@@ -27,15 +28,9 @@ static void fail(const char *what, const char *message)
 
 static void check_failure(mgpu_status s, const mgpu_tokenizer *t, const mgpu_error *err)
 {
-    if (t)
-        fail("a failed open left a handle", err->message);
-    if (s == MGPU_OK || err->status != s)
-        fail("the error record disagrees with the status", err->message);
-    if (!err->message[0])
-        fail("a failure without a message", NULL);
-    for (const char *c = err->message; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            fail("a message that is not one printable line", err->message);
+    const char *problem = badfiles_check_error(s, t, err, 0);
+    if (problem)
+        fail(problem, err->message);
 }
 
 static void exercise(const mgpu_tokenizer *t, const char *text)

@@ -1277,22 +1277,33 @@ const char *badfiles_check_gguf(const mgpu_gguf *g, const void *data, uint64_t s
     return NULL;
 }
 
-const char *badfiles_check_failure(mgpu_status s, const void *handle, const mgpu_error *err,
-                                   const char *label, int lax)
+const char *badfiles_check_error(mgpu_status s, const void *handle, const mgpu_error *err,
+                                 int lax)
 {
-    if (s != MGPU_ERR_FORMAT && s != MGPU_ERR_UNSUPPORTED && s != MGPU_ERR_NO_MEMORY)
-        return "unexpected status";
+    if (s == MGPU_OK)
+        return "a failure reported as success";
     if (handle)
         return "handle not NULL after a failure";
     if (err->status != s)
         return "mgpu_error.status differs from the returned status";
     if (!memchr(err->message, '\0', sizeof err->message))
         return "message not NUL-terminated";
-    if (strncmp(err->message, label, strlen(label)) != 0)
-        return "message does not start with the label";
+    if (!err->message[0])
+        return "a failure without a message";
     if (!lax)
         for (const char *p = err->message; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
                 return "message holds a newline or control character";
     return NULL;
+}
+
+const char *badfiles_check_failure(mgpu_status s, const void *handle, const mgpu_error *err,
+                                   const char *label, int lax)
+{
+    if (s != MGPU_ERR_FORMAT && s != MGPU_ERR_UNSUPPORTED && s != MGPU_ERR_NO_MEMORY)
+        return "unexpected status";
+    const char *problem = badfiles_check_error(s, handle, err, lax);
+    if (!problem && strncmp(err->message, label, strlen(label)) != 0)
+        problem = "message does not start with the label";
+    return problem;
 }

@@ -61,6 +61,12 @@ const char *badfiles_check_safetensors(const mgpu_safetensors *st, const void *d
                                        uint64_t size);
 const char *badfiles_check_gguf(const mgpu_gguf *gguf, const void *data, uint64_t size);
 
+/* What is wrong with a failure report, or NULL, for any call: a failing
+ * status equal to err->status, no handle left behind, and a message that is
+ * non-empty, NUL-terminated and (unless `lax`) one line of printable text. */
+const char *badfiles_check_error(mgpu_status status, const void *handle, const mgpu_error *err,
+                                 int lax);
+
 /* What is wrong with a failed open, or NULL: the status must be a format,
  * unsupported or out-of-memory one, equal to err->status, the handle must be
  * NULL, and the message must start with `label`, be NUL-terminated and (unless
