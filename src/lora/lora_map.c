@@ -100,33 +100,40 @@ static int64_t rows_of(const mgpu_model_tensor *t)
     return (int64_t)t->info.shape[0];
 }
 
+/* The prefixes each family puts before a whole weight's module name, per
+ * model kind; kohya's are written with '_' for '.'. The bare BFL / Hugging
+ * Face name is a key for every kind. */
+static const struct {
+    mgpu_lora_kind kind;
+    bool kohya;
+    const char *prefix;
+} WHOLE_PREFIXES[] = {
+    {MGPU_LORA_KIND_DIFFUSION, true, "lora_unet_"},
+    {MGPU_LORA_KIND_DIFFUSION, false, "diffusion_model."},
+    {MGPU_LORA_KIND_CLIP, true, "lora_te1_"},
+    {MGPU_LORA_KIND_CLIP, true, "lora_te_"},
+    {MGPU_LORA_KIND_CLIP, false, "text_encoder."},
+    {MGPU_LORA_KIND_CLIP, false, "text_encoders.clip_l.transformer."},
+    {MGPU_LORA_KIND_T5, true, "lora_te2_"},
+    {MGPU_LORA_KIND_T5, true, "lora_te3_"},
+    {MGPU_LORA_KIND_T5, false, "text_encoder_2."},
+    {MGPU_LORA_KIND_T5, false, "text_encoders.t5xxl.transformer."},
+};
+
 /* Keys naming a whole weight: `module` is its name without ".weight". */
 static void add_whole(key_map *m, size_t part, const mgpu_model_tensor *t, mgpu_lora_kind kind,
                       const char *module)
 {
+    if (kind != MGPU_LORA_KIND_DIFFUSION && kind != MGPU_LORA_KIND_CLIP &&
+        kind != MGPU_LORA_KIND_T5)
+        return;
     const piece whole = {0, 0, rows_of(t)};
     const int64_t out = rows_of(t);
-    switch (kind) {
-    case MGPU_LORA_KIND_DIFFUSION:
-        add_entry(m, format_key(m, true, "lora_unet_%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, false, "diffusion_model.%s", module), part, t, 1, &whole, out);
-        break;
-    case MGPU_LORA_KIND_CLIP:
-        add_entry(m, format_key(m, true, "lora_te1_%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, true, "lora_te_%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, false, "text_encoder.%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, false, "text_encoders.clip_l.transformer.%s", module), part, t,
-                  1, &whole, out);
-        break;
-    case MGPU_LORA_KIND_T5:
-        add_entry(m, format_key(m, true, "lora_te2_%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, true, "lora_te3_%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, false, "text_encoder_2.%s", module), part, t, 1, &whole, out);
-        add_entry(m, format_key(m, false, "text_encoders.t5xxl.transformer.%s", module), part, t,
-                  1, &whole, out);
-        break;
-    default: return;
-    }
+    for (size_t i = 0; i < sizeof WHOLE_PREFIXES / sizeof WHOLE_PREFIXES[0]; i++)
+        if (WHOLE_PREFIXES[i].kind == kind)
+            add_entry(m, format_key(m, WHOLE_PREFIXES[i].kohya, "%s%s", WHOLE_PREFIXES[i].prefix,
+                                    module),
+                      part, t, 1, &whole, out);
     add_entry(m, format_key(m, false, "%s", module), part, t, 1, &whole, out); /* bare */
 }
 
