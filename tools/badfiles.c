@@ -1292,7 +1292,7 @@ const char *badfiles_check_error(mgpu_status s, const void *handle, const mgpu_e
         return "a failure without a message";
     if (!lax)
         for (const char *p = err->message; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
+            if ((unsigned char)*p < 0x20)
                 return "message holds a newline or control character";
     return NULL;
 }
@@ -1305,5 +1305,7 @@ const char *badfiles_check_failure(mgpu_status s, const void *handle, const mgpu
     const char *problem = badfiles_check_error(s, handle, err, lax);
     if (!problem && strncmp(err->message, label, strlen(label)) != 0)
         problem = "message does not start with the label";
+    if (!problem && !lax && strchr(err->message, 0x7F))
+        problem = "message holds a newline or control character";
     return problem;
 }

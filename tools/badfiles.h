@@ -63,7 +63,8 @@ const char *badfiles_check_gguf(const mgpu_gguf *gguf, const void *data, uint64_
 
 /* What is wrong with a failure report, or NULL, for any call: a failing
  * status equal to err->status, no handle left behind, and a message that is
- * non-empty, NUL-terminated and (unless `lax`) one line of printable text. */
+ * non-empty, NUL-terminated and (unless `lax`) one line without control
+ * characters below 0x20. */
 const char *badfiles_check_error(mgpu_status status, const void *handle, const mgpu_error *err,
                                  int lax);
 
